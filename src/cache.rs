@@ -1,0 +1,651 @@
+//! The `Cache` facade. A put reads top to bottom: key → class/TTL → hash →
+//! compress → blob → index row → L1. A get: key → L1 (by the blob hash the
+//! index names) → disk → verify; fresh only.
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::blob::files::{self, BlobFiles};
+use crate::blob::Digest;
+use crate::clock::{Clock, Millis, SystemClock};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::index::{self, Index, Row};
+use crate::key::{Key, Pattern};
+use crate::policy::{self, Classes, Freshness};
+use crate::stats::{names, Recorder, Stats, Tier};
+use crate::store::{EntryFields, Store};
+
+/// A disk-backed, content-addressed cache. Cheap to clone; `Send + Sync`.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) root: PathBuf,
+    /// Swapped whole on hot reload; readers take a cheap clone of the Arc.
+    pub(crate) config: RwLock<Arc<Config>>,
+    pub(crate) classes: RwLock<Arc<Classes>>,
+    pub(crate) store: Store,
+    /// Decompressed, verified bytes keyed by blob hash: it can only serve
+    /// content the index currently points at.
+    pub(crate) l1: moka::sync::Cache<Digest, Bytes>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) recorder: Recorder,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Err(e) = self.recorder.flush(&self.store.index, true) {
+            tracing::warn!(error = %e, "could not flush access records on close");
+        }
+    }
+}
+
+/// Options of a put. `Put::default()` picks the class by key prefix.
+#[derive(Debug, Clone, Default)]
+pub struct Put {
+    /// Name a class instead of matching by prefix.
+    pub class: Option<String>,
+    /// Override the class TTL.
+    pub ttl: Option<Duration>,
+    /// HTTP validator stored with the entry.
+    pub etag: Option<String>,
+    /// HTTP validator stored with the entry (kept verbatim).
+    pub last_modified: Option<String>,
+    /// Response headers as a JSON object (the fetcher stores these).
+    pub headers: Option<String>,
+}
+
+impl Put {
+    /// Names the class.
+    pub fn class(mut self, c: impl Into<String>) -> Self {
+        self.class = Some(c.into());
+        self
+    }
+    /// Sets the TTL.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+    /// Sets the ETag.
+    pub fn etag(mut self, e: impl Into<String>) -> Self {
+        self.etag = Some(e.into());
+        self
+    }
+    /// Sets Last-Modified.
+    pub fn last_modified(mut self, lm: impl Into<String>) -> Self {
+        self.last_modified = Some(lm.into());
+        self
+    }
+}
+
+/// What a put stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub hash: Digest,
+    pub class: String,
+    pub size: u64,
+    pub stored_size: u64,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+    /// The content was already in the store.
+    pub deduplicated: bool,
+}
+
+/// An entry's metadata and freshness (no bytes).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Meta {
+    pub key: String,
+    #[serde(serialize_with = "ser_hex")]
+    pub hash: Digest,
+    pub class: String,
+    pub size: u64,
+    pub stored_size: u64,
+    #[serde(serialize_with = "ser_time")]
+    pub created_at: Millis,
+    #[serde(serialize_with = "ser_time")]
+    pub expires_at: Millis,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    #[serde(skip)]
+    pub headers: Option<String>,
+    pub hits: u64,
+    #[serde(serialize_with = "ser_time")]
+    pub last_access: Millis,
+    pub freshness: Freshness,
+    /// Milliseconds since created_at, at the time of the read.
+    pub age_ms: i64,
+}
+
+fn ser_hex<S: serde::Serializer>(d: &Digest, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&d.to_hex())
+}
+
+fn ser_time<S: serde::Serializer>(t: &Millis, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::clock::rfc3339(*t))
+}
+
+impl Meta {
+    pub(crate) fn from_row(row: Row, now: Millis) -> Meta {
+        Meta {
+            freshness: Freshness::at(row.expires_at, now),
+            age_ms: now - row.created_at,
+            key: row.key,
+            hash: row.hash,
+            class: row.class,
+            size: row.size,
+            stored_size: row.stored_size,
+            created_at: row.created_at,
+            expires_at: row.expires_at,
+            etag: row.etag,
+            last_modified: row.last_modified,
+            headers: row.headers,
+            hits: row.hits,
+            last_access: row.last_access,
+        }
+    }
+}
+
+/// An entry with its bytes, fresh or stale.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub meta: Meta,
+    pub value: Bytes,
+}
+
+/// Builds a [`Cache`].
+///
+/// ## Defaults
+/// Everything comes from the embedded `config/runtime.yml` (root
+/// `data/cache`, 10 GiB cap, zstd level 3, blobs over 64 KiB compressed in
+/// files, 64 MiB L1, access batches of 1 s) and the system clock.
+#[derive(Debug, Clone)]
+pub struct CacheBuilder {
+    config: Config,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for CacheBuilder {
+    fn default() -> Self {
+        CacheBuilder {
+            config: Config::default(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl CacheBuilder {
+    /// Uses a whole configuration.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+    /// Sets the cache root.
+    pub fn root(mut self, root: impl AsRef<Path>) -> Self {
+        self.config.cache.root = root.as_ref().to_path_buf();
+        self
+    }
+    /// Sets the eviction cap (bytes stored).
+    pub fn max_bytes(mut self, n: u64) -> Self {
+        self.config.cache.max_size.0 = n;
+        self
+    }
+    /// Sets the L1 memory budget.
+    pub fn memory_bytes(mut self, n: u64) -> Self {
+        self.config.cache.memory_size.0 = n;
+        self
+    }
+    /// Encoded blobs larger than this go to files.
+    pub fn inline_max(mut self, n: u64) -> Self {
+        self.config.cache.inline_max.0 = n;
+        self
+    }
+    /// Injects a clock (tests use [`crate::ManualClock`]).
+    pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+    /// Injects a shared clock.
+    pub fn clock_arc(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Opens (creating if needed) the cache.
+    ///
+    /// # Errors
+    /// [`Error::InsecureRoot`] for a root owned by another user,
+    /// [`Error::Io`] if it cannot be created, [`Error::Index`] if the index
+    /// is not a SQLite database.
+    pub fn open(self) -> Result<Cache> {
+        let root = self.config.cache.root.clone();
+        prepare_root(&root)?;
+        let c = &self.config.cache;
+        let store = Store {
+            index: Index::open(&root, c.fsync)?,
+            files: BlobFiles::new(&root, c.fsync)?,
+            inline_max: c.inline_max.0,
+            zstd_level: c.zstd_level,
+        };
+        let l1 = moka::sync::Cache::builder()
+            .max_capacity(c.memory_size.0)
+            .weigher(|_: &Digest, v: &Bytes| u32::try_from(v.len() + 64).unwrap_or(u32::MAX))
+            .build();
+        let window = c.access_flush.0.as_millis() as Millis;
+        let classes = Classes::from_config(&self.config);
+        Ok(Cache {
+            inner: Arc::new(Inner {
+                root,
+                classes: RwLock::new(Arc::new(classes)),
+                config: RwLock::new(Arc::new(self.config)),
+                store,
+                l1,
+                clock: self.clock,
+                recorder: Recorder::new(window),
+            }),
+        })
+    }
+}
+
+/// Creates the root 0700 and refuses one owned by another user.
+fn prepare_root(root: &Path) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !root.exists() {
+        files::mkdir(root)?;
+    }
+    let meta = std::fs::metadata(root).map_err(|e| Error::io(root, e))?;
+    if !meta.is_dir() {
+        return Err(Error::InsecureRoot {
+            path: root.into(),
+            reason: "not a directory",
+        });
+    }
+    if meta.uid() != rustix::process::geteuid().as_raw() {
+        return Err(Error::InsecureRoot {
+            path: root.into(),
+            reason: "owned by another user",
+        });
+    }
+    if meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io(root, e))?;
+    }
+    Ok(())
+}
+
+impl Cache {
+    /// A builder with the embedded defaults.
+    pub fn builder() -> CacheBuilder {
+        CacheBuilder::default()
+    }
+
+    /// Opens the cache at `root` with the embedded default config.
+    ///
+    /// # Errors
+    /// See [`CacheBuilder::open`].
+    pub fn open(root: impl AsRef<Path>) -> Result<Cache> {
+        Cache::builder().root(root).open()
+    }
+
+    /// Opens the cache a config describes.
+    ///
+    /// # Errors
+    /// See [`CacheBuilder::open`].
+    pub fn with_config(config: Config) -> Result<Cache> {
+        Cache::builder().config(config).open()
+    }
+
+    /// The cache root.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.inner
+            .config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Applies a new configuration (classes, TTLs, size cap, ...) without
+    /// reopening. The root and storage layout settings keep their values.
+    pub fn set_config(&self, config: Config) {
+        let classes = Classes::from_config(&config);
+        *self
+            .inner
+            .classes
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Arc::new(classes);
+        *self.inner.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+    }
+
+    pub(crate) fn classes(&self) -> Arc<Classes> {
+        self.inner
+            .classes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Now, by the injected clock.
+    pub fn now(&self) -> Millis {
+        self.inner.clock.now_ms()
+    }
+
+    /// Stores `value` under `key`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`], [`Error::UnknownClass`], [`Error::TooLarge`],
+    /// [`Error::Full`], or a storage error (the old value then stays).
+    ///
+    /// # Examples
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use freshcache::{Cache, Put};
+    /// let cache = Cache::open(dir.path())?;
+    /// cache.put("odds:g1:1700000000", br#"{"home":-110}"#, Put::default())?;
+    /// assert!(cache.get("odds:g1:1700000000")?.is_some());
+    /// # Ok::<(), freshcache::Error>(())
+    /// ```
+    pub fn put(&self, key: &str, value: &[u8], opts: Put) -> Result<Stored> {
+        let key = Key::new(key)?;
+        let config = self.config();
+        let max = config.cache.max_value_size.0;
+        if value.len() as u64 > max {
+            return Err(Error::TooLarge {
+                size: value.len() as u64,
+                max,
+            });
+        }
+        let (class, ttl) = self
+            .classes()
+            .resolve(&key, opts.class.as_deref(), opts.ttl)?;
+        crate::evict::admit(self, &config, value.len() as u64)?;
+        let now = self.now();
+        let hash = Digest::of(value);
+        let fields = EntryFields {
+            class: &class,
+            created_at: now,
+            expires_at: policy::expiry(now, ttl),
+            etag: opts.etag.as_deref(),
+            last_modified: opts.last_modified.as_deref(),
+            headers: opts.headers.as_deref(),
+        };
+        let out = self.inner.store.put(key.as_str(), value, &hash, &fields)?;
+        if (value.len() as u64) <= config.cache.memory_size.0 / 16 {
+            self.inner.l1.insert(hash, Bytes::copy_from_slice(value));
+        }
+        Ok(Stored {
+            hash,
+            size: value.len() as u64,
+            stored_size: out.stored_size,
+            created_at: now,
+            expires_at: fields.expires_at,
+            deduplicated: out.deduplicated,
+            class,
+        })
+    }
+
+    /// Serialises `value` as JSON and stores it.
+    ///
+    /// # Errors
+    /// As [`Cache::put`], plus [`Error::Json`].
+    pub fn put_json<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        opts: Put,
+    ) -> Result<Stored> {
+        let bytes = serde_json::to_vec(value).map_err(|e| Error::Json {
+            key: key.into(),
+            source: e,
+        })?;
+        self.put(key, &bytes, opts)
+    }
+
+    /// The value of `key` if it is fresh; `Ok(None)` for missing or expired.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`] or a storage error. A corrupt blob is not an
+    /// error: it is quarantined and the get is a miss.
+    pub fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        let key = Key::new(key)?;
+        let now = self.now();
+        Ok(self.read(&key, now, false)?.map(|(_, b)| b))
+    }
+
+    /// Deserialises the fresh value of `key` from JSON.
+    ///
+    /// # Errors
+    /// As [`Cache::get`], plus [`Error::Json`] when the bytes do not parse as `T`.
+    pub fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        match self.get(key)? {
+            None => Ok(None),
+            Some(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| Error::Json {
+                    key: key.into(),
+                    source: e,
+                }),
+        }
+    }
+
+    /// The entry for `key`, fresh or stale, with its metadata.
+    ///
+    /// # Errors
+    /// As [`Cache::get`].
+    pub fn get_entry(&self, key: &str) -> Result<Option<Entry>> {
+        let key = Key::new(key)?;
+        let now = self.now();
+        Ok(self.read(&key, now, true)?.map(|(row, value)| Entry {
+            meta: Meta::from_row(row, now),
+            value,
+        }))
+    }
+
+    /// The metadata of `key` without reading its bytes.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`] or a storage error.
+    pub fn stat(&self, key: &str) -> Result<Option<Meta>> {
+        let key = Key::new(key)?;
+        let now = self.now();
+        let read = self.inner.store.read(key.as_str(), now, |_| false)?;
+        Ok(read.map(|r| Meta::from_row(r.row, now)))
+    }
+
+    /// Fresh values of several keys, read as of one snapshot.
+    ///
+    /// # Errors
+    /// The first invalid key, or a storage error.
+    pub fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
+        let keys = keys
+            .iter()
+            .map(|k| Key::new(*k))
+            .collect::<Result<Vec<_>>>()?;
+        let now = self.now();
+        let strs: Vec<&str> = keys.iter().map(Key::as_str).collect();
+        let l1_hits = RefCell::new(Vec::new());
+        let reads = self
+            .inner
+            .store
+            .read_many(&strs, now, |row| self.want_bytes(row, now, false, &l1_hits))?;
+        let l1_hits = l1_hits.into_inner();
+        let mut out = Vec::with_capacity(keys.len());
+        for (key, read) in keys.iter().zip(reads) {
+            out.push(
+                self.finish_read(key, read, now, false, &l1_hits)
+                    .map(|(_, b)| b),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Removes `key`; true if it existed.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`] or a storage error.
+    pub fn delete(&self, key: &str) -> Result<bool> {
+        let key = Key::new(key)?;
+        Ok(self.inner.store.delete(&[key.as_str().to_owned()])? > 0)
+    }
+
+    /// Removes every key matching `pattern`, in one transaction; returns how many.
+    ///
+    /// # Errors
+    /// [`Error::InvalidPattern`] or a storage error (nothing removed then).
+    pub fn invalidate(&self, pattern: &str) -> Result<usize> {
+        let pattern = Pattern::new(pattern)?;
+        let (lo, hi) = pattern.range();
+        let store = &self.inner.store;
+        store.index.write(|tx| {
+            let rows = index::range(tx, &lo, hi.as_deref()).map_err(|e| store.index.wrap(e))?;
+            let keys: Vec<String> = rows
+                .into_iter()
+                .map(|r| r.key)
+                .filter(|k| pattern.matches(k))
+                .collect();
+            store.delete_in(tx, &keys)
+        })
+    }
+
+    /// Metadata of every key matching `pattern` (all keys for `None`), in key order.
+    ///
+    /// # Errors
+    /// [`Error::InvalidPattern`] or a storage error.
+    pub fn list(&self, pattern: Option<&str>) -> Result<Vec<Meta>> {
+        let pattern = pattern.map(Pattern::new).transpose()?;
+        let (lo, hi) = pattern
+            .as_ref()
+            .map_or((String::new(), None), Pattern::range);
+        let now = self.now();
+        let rows = self
+            .inner
+            .store
+            .index
+            .read(|c| index::range(c, &lo, hi.as_deref()))?;
+        Ok(rows
+            .into_iter()
+            .filter(|r| pattern.as_ref().is_none_or(|p| p.matches(&r.key)))
+            .map(|r| Meta::from_row(r, now))
+            .collect())
+    }
+
+    /// Hits, misses, sizes and rates, shared by every process on the root.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn stats(&self) -> Result<Stats> {
+        Stats::load(
+            &self.inner.store.index,
+            self.inner.recorder.pending_counters(),
+        )
+    }
+
+    /// Writes batched access records and counters now.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.recorder.flush(&self.inner.store.index, true)
+    }
+
+    /// Adds to a persisted counter (batched).
+    pub(crate) fn count(&self, name: String, delta: i64) {
+        let now = self.now();
+        if self.inner.recorder.count(name, delta, now) {
+            self.flush_soon();
+        }
+    }
+
+    fn flush_soon(&self) {
+        if let Err(e) = self.inner.recorder.flush(&self.inner.store.index, false) {
+            tracing::warn!(error = %e, "could not flush access records");
+        }
+    }
+
+    /// Whether a read needs the blob bytes: not when the entry is expired and
+    /// stale is not allowed, not when L1 holds them (then remember the hit).
+    fn want_bytes(
+        &self,
+        row: &Row,
+        now: Millis,
+        allow_stale: bool,
+        l1_hits: &RefCell<Vec<(Digest, Bytes)>>,
+    ) -> bool {
+        if !allow_stale && !Freshness::at(row.expires_at, now).is_fresh() {
+            return false;
+        }
+        if l1_hits.borrow().iter().any(|(d, _)| *d == row.hash) {
+            return false;
+        }
+        match self.inner.l1.get(&row.hash) {
+            Some(b) => {
+                l1_hits.borrow_mut().push((row.hash, b));
+                false
+            }
+            None => true,
+        }
+    }
+
+    /// Reads one key through L1 and the disk tier, counting the hit or miss.
+    pub(crate) fn read(
+        &self,
+        key: &Key,
+        now: Millis,
+        allow_stale: bool,
+    ) -> Result<Option<(Row, Bytes)>> {
+        let l1_hits = RefCell::new(Vec::new());
+        let read = self.inner.store.read(key.as_str(), now, |row| {
+            self.want_bytes(row, now, allow_stale, &l1_hits)
+        })?;
+        Ok(self.finish_read(key, read, now, allow_stale, &l1_hits.into_inner()))
+    }
+
+    fn finish_read(
+        &self,
+        key: &Key,
+        read: Option<crate::store::Read>,
+        now: Millis,
+        allow_stale: bool,
+        l1_hits: &[(Digest, Bytes)],
+    ) -> Option<(Row, Bytes)> {
+        let Some(read) = read else {
+            self.count(names::miss(&self.classes().classify(key.as_str()).0), 1);
+            return None;
+        };
+        let fresh = Freshness::at(read.row.expires_at, now).is_fresh();
+        if !fresh && !allow_stale {
+            self.count(names::miss(&read.row.class), 1);
+            return None;
+        }
+        let (tier, bytes) = match read.bytes {
+            Some(b) => {
+                let b = Bytes::from(b);
+                self.inner.l1.insert(read.row.hash, b.clone());
+                (Tier::Disk, b)
+            }
+            None => {
+                let b = l1_hits.iter().find(|(d, _)| *d == read.row.hash)?.1.clone();
+                (Tier::Memory, b)
+            }
+        };
+        if fresh {
+            self.count(names::hit(tier, &read.row.class), 1);
+        }
+        if self.inner.recorder.access(key.as_str(), now) {
+            self.flush_soon();
+        }
+        Some((read.row, bytes))
+    }
+}

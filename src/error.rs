@@ -1,0 +1,111 @@
+//! One error type for the crate. A miss is `Ok(None)`, never an error.
+
+use std::path::PathBuf;
+
+use crate::blob::Digest;
+use crate::guard::StaleSignal;
+
+/// Result alias used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in freshcache.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A key broke one of the rules in DESIGN.md.
+    #[error("invalid key `{key}`: {reason}")]
+    InvalidKey { key: String, reason: &'static str },
+    /// A pattern could not be parsed.
+    #[error("invalid pattern `{pattern}`: {reason}")]
+    InvalidPattern {
+        pattern: String,
+        reason: &'static str,
+    },
+    /// A configuration file or override is wrong; `field` names the offending field.
+    #[error("invalid config {source_name}: field `{field}`: {reason}")]
+    Config {
+        source_name: String,
+        field: String,
+        reason: String,
+    },
+    /// A put named a class the config does not define.
+    #[error("unknown class `{class}`")]
+    UnknownClass { class: String },
+    /// A value is larger than `cache.max_value_size`.
+    #[error("value of {size} bytes exceeds the maximum of {max} bytes")]
+    TooLarge { size: u64, max: u64 },
+    /// Admission control refused a put that would pass the hard size limit.
+    #[error("cache is full: {stored} bytes stored, hard limit {limit} bytes")]
+    Full { stored: u64, limit: u64 },
+    /// The cache root is unsafe to use (owned by another user, or not a directory).
+    #[error("refusing cache root {path}: {reason}")]
+    InsecureRoot { path: PathBuf, reason: &'static str },
+    /// A blob failed hash verification; it has been quarantined.
+    #[error("blob {expected} failed verification")]
+    Corrupt { expected: Digest },
+    /// An I/O error, with the path it happened at.
+    #[error("I/O error at {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The index database could not be opened or used.
+    #[error("index error at {path}")]
+    Index {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The index was written by a newer freshcache.
+    #[error("index {path} has schema version {found}; this freshcache supports up to {supported}")]
+    SchemaVersion {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    /// A stored value was not valid JSON for the requested type.
+    #[error("value of `{key}` is not valid JSON for the requested type")]
+    Json {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The staleness guard refused an inference run.
+    #[error("{} signal(s) stale or missing: {}", .0.len(), crate::guard::summarize(.0))]
+    Stale(Vec<StaleSignal>),
+    /// An upstream request failed and no usable copy exists.
+    #[error("upstream error for {url}: {reason}")]
+    Upstream { url: String, reason: String },
+    /// The persisted request quota is used up for this period.
+    #[error("request quota exhausted: {used}/{limit} requests this {period}")]
+    QuotaExceeded {
+        used: u64,
+        limit: u64,
+        period: String,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// The process exit code the CLI uses for this error (see README).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::InvalidKey { .. }
+            | Error::InvalidPattern { .. }
+            | Error::Config { .. }
+            | Error::UnknownClass { .. }
+            | Error::TooLarge { .. } => 2,
+            Error::Stale(_) => 3,
+            Error::Corrupt { .. } => 4,
+            Error::Upstream { .. } | Error::QuotaExceeded { .. } => 5,
+            _ => 1,
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! The staleness guard: an inference run gets every signal it asked for,
+//! each fresh (and younger than `max_age` where asked), read as of one
+//! instant — or an error listing every signal that is not.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::cache::{Cache, Meta};
+use crate::clock::{human_ms, Millis};
+use crate::error::{Error, Result};
+use crate::index::{self, Row};
+use crate::key::{Key, Pattern};
+use crate::policy::Freshness;
+use crate::stats::names;
+use crate::store::Outcome;
+
+/// Counter of refused `require` calls.
+pub const GUARD_REFUSALS: &str = "guard_refusals";
+
+/// Builder for one guarded read. See [`Cache::guard`].
+#[derive(Debug, Clone)]
+pub struct Guard<'a> {
+    cache: &'a Cache,
+    max_age: Option<Duration>,
+    class_max_age: HashMap<String, Duration>,
+    at: Option<Millis>,
+}
+
+/// One accepted signal.
+#[derive(Debug, Clone, Serialize)]
+pub struct Signal {
+    /// The requirement (key or pattern) this signal satisfies.
+    pub requirement: String,
+    #[serde(flatten)]
+    pub meta: Meta,
+    #[serde(skip)]
+    pub value: Bytes,
+}
+
+/// Every requested signal, fresh as of `at`.
+#[derive(Debug, Clone, Serialize)]
+pub struct FreshSet {
+    #[serde(serialize_with = "ser_time")]
+    pub at: Millis,
+    pub signals: Vec<Signal>,
+}
+
+fn ser_time<S: serde::Serializer>(t: &Millis, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::clock::rfc3339(*t))
+}
+
+impl FreshSet {
+    /// The value for a requirement (key or pattern, as written).
+    pub fn get(&self, requirement: &str) -> Option<&Bytes> {
+        self.signals
+            .iter()
+            .find(|s| s.requirement == requirement)
+            .map(|s| &s.value)
+    }
+}
+
+/// Why a signal was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StaleReason {
+    /// No entry (or none matching the pattern).
+    Missing,
+    /// Past its TTL.
+    Expired,
+    /// Within its TTL but older than the requested max_age.
+    TooOld,
+    /// Created after the instant the inference is for.
+    FromTheFuture,
+}
+
+/// One refused signal, with the figures that explain it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StaleSignal {
+    pub requirement: String,
+    /// The entry found (for a pattern, the newest match).
+    pub key: Option<String>,
+    pub class: String,
+    pub reason: StaleReason,
+    pub age_ms: Option<i64>,
+    /// The TTL, or the max_age when that was the stricter limit.
+    pub limit_ms: Option<i64>,
+    /// How far past the limit.
+    pub over_by_ms: Option<i64>,
+}
+
+/// One line per refused signal, for error messages.
+pub fn summarize(signals: &[StaleSignal]) -> String {
+    signals
+        .iter()
+        .map(|s| {
+            let what = s.key.as_deref().unwrap_or(&s.requirement);
+            match (s.reason, s.age_ms, s.limit_ms, s.over_by_ms) {
+                (StaleReason::Missing, ..) => format!("{what} missing"),
+                (r, Some(age), Some(limit), Some(over)) => format!(
+                    "{what} {} (age {}, limit {}, over by {})",
+                    match r {
+                        StaleReason::Expired => "expired",
+                        StaleReason::TooOld => "older than max_age",
+                        _ => "created after the requested instant",
+                    },
+                    human_ms(age),
+                    human_ms(limit),
+                    human_ms(over)
+                ),
+                _ => format!("{what} refused"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+enum Requirement {
+    Key(Key),
+    Pattern(Pattern),
+}
+
+impl<'a> Guard<'a> {
+    pub(crate) fn new(cache: &'a Cache) -> Guard<'a> {
+        Guard {
+            cache,
+            max_age: None,
+            class_max_age: HashMap::new(),
+            at: None,
+        }
+    }
+
+    /// Every signal must also be younger than `d` (stricter than its TTL).
+    pub fn max_age(mut self, d: Duration) -> Self {
+        self.max_age = Some(d);
+        self
+    }
+
+    /// Signals of `class` must be younger than `d`.
+    pub fn class_max_age(mut self, class: impl Into<String>, d: Duration) -> Self {
+        self.class_max_age.insert(class.into(), d);
+        self
+    }
+
+    /// The instant the inference is for (default: now by the cache's clock).
+    pub fn at(mut self, at: Millis) -> Self {
+        self.at = Some(at);
+        self
+    }
+
+    /// Reads every requirement (a key, or a pattern whose newest match must
+    /// be fresh) as of one snapshot and one instant.
+    ///
+    /// # Errors
+    /// [`Error::Stale`] listing every stale or missing signal;
+    /// [`Error::InvalidKey`] / [`Error::InvalidPattern`] for bad input.
+    pub fn require<S: AsRef<str>>(&self, requirements: &[S]) -> Result<FreshSet> {
+        let reqs = requirements
+            .iter()
+            .map(|r| {
+                let r = r.as_ref();
+                if r.contains(['*', '?']) {
+                    Pattern::new(r).map(Requirement::Pattern)
+                } else {
+                    Key::new(r).map(Requirement::Key)
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let at = self.at.unwrap_or_else(|| self.cache.now());
+        let store = &self.cache.inner.store;
+        let want = |row: &Row| self.judge(row, at).is_none();
+        let classes = self.cache.classes();
+        let mut gone = Vec::new();
+        let found: Vec<Option<(Row, Option<Bytes>)>> = store.index.read_snapshot(|c| {
+            let mut out = Vec::with_capacity(reqs.len());
+            for req in &reqs {
+                let key = match req {
+                    Requirement::Key(k) => Some(k.as_str().to_owned()),
+                    Requirement::Pattern(p) => {
+                        newest_match(c, p).map_err(|e| store.index.wrap(e))?
+                    }
+                };
+                let outcome = match &key {
+                    Some(k) => store.read_in(c, k, &want)?,
+                    None => Outcome::Miss,
+                };
+                out.push(match outcome {
+                    Outcome::Hit(read) => Some((read.row, read.bytes.map(Bytes::from))),
+                    Outcome::Miss => None,
+                    Outcome::FileGone(row) => {
+                        gone.push((row, None));
+                        None
+                    }
+                    Outcome::Corrupt(row, bytes) => {
+                        gone.push((row, Some(bytes)));
+                        None
+                    }
+                });
+            }
+            Ok(out)
+        })?;
+        for (row, bytes) in gone {
+            store.quarantine(&row, bytes.as_deref(), at)?;
+        }
+
+        let mut signals = Vec::new();
+        let mut stale = Vec::new();
+        for (req, (text, hit)) in reqs
+            .iter()
+            .zip(requirements.iter().map(AsRef::as_ref).zip(found))
+        {
+            let class = match (&hit, req) {
+                (Some((row, _)), _) => row.class.clone(),
+                (None, Requirement::Key(k)) => classes.classify(k.as_str()).0,
+                (None, Requirement::Pattern(p)) => classes.classify(p.literal_prefix()).0,
+            };
+            self.cache.count(names::guard_check(&class), 1);
+            let refusal = match &hit {
+                None => Some(StaleSignal {
+                    requirement: text.to_owned(),
+                    key: matches!(req, Requirement::Key(_)).then(|| text.to_owned()),
+                    class: class.clone(),
+                    reason: StaleReason::Missing,
+                    age_ms: None,
+                    limit_ms: None,
+                    over_by_ms: None,
+                }),
+                Some((row, _)) => self.judge(row, at).map(|mut s| {
+                    s.requirement = text.to_owned();
+                    s
+                }),
+            };
+            match (refusal, hit) {
+                (Some(s), _) => {
+                    self.cache.count(names::ttl_violation(&class), 1);
+                    stale.push(s);
+                }
+                (None, Some((row, Some(bytes)))) => {
+                    signals.push(Signal {
+                        requirement: text.to_owned(),
+                        meta: Meta::from_row(row, at),
+                        value: bytes,
+                    });
+                }
+                (None, Some((row, None))) => {
+                    // Not reached: bytes are read whenever a row is acceptable.
+                    // Refusing is the safe answer if that ever changes.
+                    stale.push(StaleSignal {
+                        requirement: text.to_owned(),
+                        key: Some(row.key.clone()),
+                        class,
+                        reason: StaleReason::Missing,
+                        age_ms: None,
+                        limit_ms: None,
+                        over_by_ms: None,
+                    });
+                }
+                (None, None) => {}
+            }
+        }
+        if stale.is_empty() {
+            Ok(FreshSet { at, signals })
+        } else {
+            self.cache.count(GUARD_REFUSALS.to_string(), 1);
+            tracing::warn!(
+                refused = stale.len(),
+                "staleness guard refused: {}",
+                summarize(&stale)
+            );
+            Err(Error::Stale(stale))
+        }
+    }
+
+    /// `None` if `row` is acceptable at `at`, else why not.
+    fn judge(&self, row: &Row, at: Millis) -> Option<StaleSignal> {
+        let age = at - row.created_at;
+        let ttl = row.expires_at - row.created_at;
+        let refuse = |reason, limit: i64, over: i64| StaleSignal {
+            requirement: String::new(),
+            key: Some(row.key.clone()),
+            class: row.class.clone(),
+            reason,
+            age_ms: Some(age),
+            limit_ms: Some(limit),
+            over_by_ms: Some(over),
+        };
+        if age < 0 {
+            return Some(refuse(StaleReason::FromTheFuture, 0, -age));
+        }
+        if !Freshness::at(row.expires_at, at).is_fresh() {
+            return Some(refuse(StaleReason::Expired, ttl, at - row.expires_at));
+        }
+        let max_age = [self.max_age, self.class_max_age.get(&row.class).copied()]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|d| d.as_millis() as i64);
+        match max_age {
+            Some(m) if age >= m => Some(refuse(StaleReason::TooOld, m, age - m)),
+            _ => None,
+        }
+    }
+}
+
+/// The key of the newest (latest created_at, then greatest key) entry matching `p`.
+fn newest_match(c: &rusqlite::Connection, p: &Pattern) -> rusqlite::Result<Option<String>> {
+    let (lo, hi) = p.range();
+    let rows = index::range(c, &lo, hi.as_deref())?;
+    Ok(rows
+        .into_iter()
+        .filter(|r| p.matches(&r.key))
+        .max_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then_with(|| a.key.cmp(&b.key))
+        })
+        .map(|r| r.key))
+}
+
+impl Cache {
+    /// The staleness guard for an inference run.
+    ///
+    /// # Examples
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use std::time::Duration;
+    /// use freshcache::{Cache, ManualClock, Put, Error};
+    /// let clock = ManualClock::new(1_800_000_000_000);
+    /// let cache = Cache::builder().root(dir.path()).clock(clock.clone()).open()?;
+    /// cache.put("odds:g1:1", b"{}", Put::default())?;            // odds: 60 s TTL
+    /// assert!(cache.guard().require(&["odds:g1:1"]).is_ok());
+    /// clock.advance(Duration::from_secs(60));
+    /// assert!(matches!(cache.guard().require(&["odds:g1:1"]), Err(Error::Stale(_))));
+    /// # Ok::<(), freshcache::Error>(())
+    /// ```
+    pub fn guard(&self) -> Guard<'_> {
+        Guard::new(self)
+    }
+}

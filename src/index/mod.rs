@@ -1,0 +1,502 @@
+//! The SQLite index: key → blob, blob → bytes or file, running totals.
+//!
+//! One writer connection (SQLite serialises writers anyway; across
+//! processes `BEGIN IMMEDIATE` plus the busy timeout does) and a pool of
+//! reader connections so gets on many threads never wait for each other.
+//! Statements are prepared once per connection (`prepare_cached`).
+
+pub mod schema;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{
+    params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
+};
+
+use crate::blob::codec::Codec;
+use crate::blob::Digest;
+use crate::clock::Millis;
+use crate::error::{Error, Result};
+
+/// File name of the index inside the cache root.
+pub const INDEX_FILE: &str = "index.sqlite";
+
+/// How long a connection waits for another process's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Counter names for the running totals.
+pub mod totals {
+    pub const STORED_BYTES: &str = "stored_bytes";
+    pub const LOGICAL_BYTES: &str = "logical_bytes";
+    pub const ENTRIES: &str = "entries";
+    /// Encoded bytes of blobs stored as files (inline ones live in the index).
+    pub const FILE_BYTES: &str = "file_bytes";
+}
+
+/// The index of one cache root.
+#[derive(Debug)]
+pub struct Index {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+    synchronous_full: bool,
+}
+
+/// An entry joined with its blob: everything but the bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub key: String,
+    pub blob_id: i64,
+    pub hash: Digest,
+    pub class: String,
+    pub size: u64,
+    pub stored_size: u64,
+    pub codec: Codec,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    pub headers: Option<String>,
+    pub hits: u64,
+    pub last_access: Millis,
+    /// The blob lives in a file, not inline.
+    pub is_file: bool,
+}
+
+/// What a read of one key found: its row and, when asked for, the inline
+/// bytes (`None` for a file blob).
+#[derive(Debug)]
+pub struct Found {
+    pub row: Row,
+    pub inline: Option<Vec<u8>>,
+}
+
+/// A blob row as the write path sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct BlobRef {
+    pub id: i64,
+    pub stored_size: u64,
+    pub is_file: bool,
+}
+
+/// A blob whose last reference went: its row is deleted; a file blob's
+/// file must be unlinked inside the same write transaction.
+#[derive(Debug, Clone, Copy)]
+pub struct Freed {
+    pub hash: Digest,
+    pub stored_size: u64,
+    pub is_file: bool,
+}
+
+const ROW_COLUMNS: &str = "e.key, e.blob_id, b.hash, e.class, b.size, b.stored_size, b.codec, \
+     e.created_at, e.expires_at, e.etag, e.last_modified, e.headers, e.hits, e.last_access, \
+     b.data IS NULL";
+
+fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    let hash: Vec<u8> = r.get(2)?;
+    let codec: i64 = r.get(6)?;
+    Ok(Row {
+        key: r.get(0)?,
+        blob_id: r.get(1)?,
+        hash: Digest::from_slice(&hash).unwrap_or(Digest([0; 32])),
+        class: r.get(3)?,
+        size: r.get::<_, i64>(4)? as u64,
+        stored_size: r.get::<_, i64>(5)? as u64,
+        // An unknown codec decodes as nothing and is caught by verification.
+        codec: Codec::from_i64(codec).unwrap_or(Codec::Raw),
+        created_at: r.get(7)?,
+        expires_at: r.get(8)?,
+        etag: r.get(9)?,
+        last_modified: r.get(10)?,
+        headers: r.get(11)?,
+        hits: r.get::<_, i64>(12)? as u64,
+        last_access: r.get(13)?,
+        is_file: r.get(14)?,
+    })
+}
+
+impl Index {
+    /// Opens (creating if needed, mode 0600) and migrates `<root>/index.sqlite`.
+    ///
+    /// # Errors
+    /// [`Error::Index`] if the file is not a SQLite database or cannot be
+    /// opened; [`Error::SchemaVersion`] if a newer freshcache wrote it.
+    pub fn open(root: &Path, synchronous_full: bool) -> Result<Index> {
+        let path = root.join(INDEX_FILE);
+        if !path.exists() {
+            // Created before any connection exists, so we never touch a file
+            // SQLite holds locks on with plain file APIs.
+            match crate::blob::files::create_exclusive(&path) {
+                Err(Error::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::AlreadyExists => {}
+                other => drop(other?),
+            }
+        }
+        let writer = open_connection(&path, synchronous_full)?;
+        let wrap = |e| Error::Index {
+            path: path.clone(),
+            source: e,
+        };
+        // Takes effect only on a new, empty file: lets eviction give pages back.
+        writer
+            .execute_batch("PRAGMA auto_vacuum = INCREMENTAL")
+            .map_err(wrap)?;
+        writer
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))
+            .map_err(wrap)?;
+        let tx_result = (|| {
+            let tx = rusqlite::Transaction::new_unchecked(&writer, TransactionBehavior::Immediate)?;
+            let v = schema::migrate(&tx)?;
+            tx.commit()?;
+            Ok(v)
+        })();
+        if let Err(found) = tx_result.map_err(wrap)? {
+            return Err(Error::SchemaVersion {
+                path,
+                found,
+                supported: schema::SCHEMA_VERSION,
+            });
+        }
+        Ok(Index {
+            path,
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+            synchronous_full,
+        })
+    }
+
+    /// Path of the index file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn wrap(&self, e: rusqlite::Error) -> Error {
+        Error::Index {
+            path: self.path.clone(),
+            source: e,
+        }
+    }
+
+    /// Runs `f` on a pooled reader connection.
+    pub fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let conn = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match conn {
+            Some(c) => c,
+            None => open_connection(&self.path, self.synchronous_full)?,
+        };
+        let out = f(&conn).map_err(|e| self.wrap(e));
+        self.readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(conn);
+        out
+    }
+
+    /// Runs `f` inside one read transaction (one consistent snapshot).
+    pub fn read_snapshot<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let mut out = None;
+        self.read(|c| {
+            c.execute_batch("BEGIN DEFERRED")?;
+            out = Some(f(c));
+            c.execute_batch("COMMIT")
+        })?;
+        out.unwrap_or_else(|| unreachable!("closure ran"))
+    }
+
+    /// Runs `f` inside a `BEGIN IMMEDIATE` write transaction and commits
+    /// if it returns `Ok`.
+    pub fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.wrap(e))?;
+        let out = f(&tx)?;
+        tx.commit().map_err(|e| self.wrap(e))?;
+        Ok(out)
+    }
+
+    /// Like [`Index::write`], but gives up at once if this process's writer
+    /// is busy (used for opportunistic flushes on the read path).
+    pub fn try_write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Option<Result<T>> {
+        let mut conn = self.writer.try_lock().ok()?;
+        let run = || {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| self.wrap(e))?;
+            let out = f(&tx)?;
+            tx.commit().map_err(|e| self.wrap(e))?;
+            Ok(out)
+        };
+        Some(run())
+    }
+}
+
+fn open_connection(path: &Path, synchronous_full: bool) -> Result<Connection> {
+    let wrap = |e| Error::Index {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(wrap)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(wrap)?;
+    let sync = if synchronous_full { "FULL" } else { "NORMAL" };
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {sync}; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16384;"
+    ))
+    .map_err(wrap)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// Looks up one key. `want_inline` decides, given the row, whether the
+/// inline bytes are read at all (not when expired or already in L1).
+pub fn lookup(
+    c: &Connection,
+    key: &str,
+    want_inline: &dyn Fn(&Row) -> bool,
+) -> rusqlite::Result<Option<Found>> {
+    let mut st = c.prepare_cached(&format!(
+        "SELECT {ROW_COLUMNS}, b.data FROM entries e JOIN blobs b ON b.id = e.blob_id WHERE e.key = ?1"
+    ))?;
+    st.query_row([key], |r| {
+        let row = read_row(r)?;
+        let inline = if want_inline(&row) {
+            r.get::<_, Option<Vec<u8>>>(15)?
+        } else {
+            None
+        };
+        Ok(Found { row, inline })
+    })
+    .optional()
+}
+
+/// Rows with keys in `[lo, hi)` (unbounded above when `hi` is `None`), in key order.
+pub fn range(c: &Connection, lo: &str, hi: Option<&str>) -> rusqlite::Result<Vec<Row>> {
+    let base = format!("SELECT {ROW_COLUMNS} FROM entries e JOIN blobs b ON b.id = e.blob_id");
+    match hi {
+        Some(hi) => {
+            let mut st = c.prepare_cached(&format!(
+                "{base} WHERE e.key >= ?1 AND e.key < ?2 ORDER BY e.key"
+            ))?;
+            let rows = st.query_map(params![lo, hi], read_row)?;
+            rows.collect()
+        }
+        None => {
+            let mut st = c.prepare_cached(&format!("{base} WHERE e.key >= ?1 ORDER BY e.key"))?;
+            let rows = st.query_map(params![lo], read_row)?;
+            rows.collect()
+        }
+    }
+}
+
+/// A counter's value (0 when absent).
+pub fn counter(c: &Connection, name: &str) -> rusqlite::Result<i64> {
+    c.prepare_cached("SELECT value FROM counters WHERE name = ?1")?
+        .query_row([name], |r| r.get(0))
+        .optional()
+        .map(|v| v.unwrap_or(0))
+}
+
+/// Every counter whose name starts with `prefix`.
+pub fn counters_with_prefix(c: &Connection, prefix: &str) -> rusqlite::Result<Vec<(String, i64)>> {
+    let hi = crate::key::prefix_upper_bound(prefix).unwrap_or_else(|| "\u{10FFFF}".into());
+    let mut st = c.prepare_cached(
+        "SELECT name, value FROM counters WHERE name >= ?1 AND name < ?2 ORDER BY name",
+    )?;
+    let rows = st.query_map(params![prefix, hi], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    rows.collect()
+}
+
+/// Adds `delta` to a counter.
+pub fn bump(c: &Connection, name: &str, delta: i64) -> rusqlite::Result<()> {
+    if delta != 0 {
+        c.prepare_cached(
+            "INSERT INTO counters(name, value) VALUES (?1, ?2) \
+             ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+        )?
+        .execute(params![name, delta])?;
+    }
+    Ok(())
+}
+
+/// Sets a counter.
+pub fn set_counter(c: &Connection, name: &str, value: i64) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT INTO counters(name, value) VALUES (?1, ?2) \
+         ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+    )?
+    .execute(params![name, value])?;
+    Ok(())
+}
+
+/// The blob row for `hash`, if any.
+pub fn find_blob(c: &Connection, hash: &Digest) -> rusqlite::Result<Option<BlobRef>> {
+    c.prepare_cached("SELECT id, stored_size, data IS NULL FROM blobs WHERE hash = ?1")?
+        .query_row([&hash.0[..]], |r| {
+            Ok(BlobRef {
+                id: r.get(0)?,
+                stored_size: r.get::<_, i64>(1)? as u64,
+                is_file: r.get(2)?,
+            })
+        })
+        .optional()
+}
+
+/// Inserts a blob row with one reference. `inline` is `None` for a file blob.
+pub fn insert_blob(
+    c: &Connection,
+    hash: &Digest,
+    size: u64,
+    codec: Codec,
+    stored_size: u64,
+    inline: Option<&[u8]>,
+    now: Millis,
+) -> rusqlite::Result<i64> {
+    c.prepare_cached(
+        "INSERT INTO blobs(hash, size, stored_size, codec, refs, created_at, data) \
+         VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6)",
+    )?
+    .execute(params![
+        &hash.0[..],
+        size as i64,
+        stored_size as i64,
+        codec as i64,
+        now,
+        inline
+    ])?;
+    bump(c, totals::STORED_BYTES, stored_size as i64)?;
+    if inline.is_none() {
+        bump(c, totals::FILE_BYTES, stored_size as i64)?;
+    }
+    Ok(c.last_insert_rowid())
+}
+
+/// Adds one reference to a blob.
+pub fn add_ref(c: &Connection, blob_id: i64) -> rusqlite::Result<()> {
+    c.prepare_cached("UPDATE blobs SET refs = refs + 1 WHERE id = ?1")?
+        .execute([blob_id])?;
+    Ok(())
+}
+
+/// Drops one reference; deletes the row when none remain and says so.
+pub fn release(c: &Connection, blob_id: i64) -> rusqlite::Result<Option<Freed>> {
+    let kept = c
+        .prepare_cached("UPDATE blobs SET refs = refs - 1 WHERE id = ?1 AND refs > 1")?
+        .execute([blob_id])?;
+    if kept > 0 {
+        return Ok(None);
+    }
+    let gone: Option<(Vec<u8>, i64, bool)> = c
+        .prepare_cached(
+            "DELETE FROM blobs WHERE id = ?1 RETURNING hash, stored_size, data IS NULL",
+        )?
+        .query_row([blob_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let Some((hash, stored_size, is_file)) = gone else {
+        return Ok(None);
+    };
+    bump(c, totals::STORED_BYTES, -stored_size)?;
+    if is_file {
+        bump(c, totals::FILE_BYTES, -stored_size)?;
+    }
+    Ok(Some(Freed {
+        hash: Digest::from_slice(&hash).unwrap_or(Digest([0; 32])),
+        stored_size: stored_size as u64,
+        is_file,
+    }))
+}
+
+/// The blob id and logical size of the entry for `key`, if any.
+pub fn entry_blob(c: &Connection, key: &str) -> rusqlite::Result<Option<(i64, u64)>> {
+    c.prepare_cached(
+        "SELECT e.blob_id, b.size FROM entries e JOIN blobs b ON b.id = e.blob_id WHERE e.key = ?1",
+    )?
+    .query_row([key], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))
+    .optional()
+}
+
+/// Fields of a new or replaced entry.
+#[derive(Debug, Clone)]
+pub struct NewEntry<'a> {
+    pub key: &'a str,
+    pub blob_id: i64,
+    pub class: &'a str,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+    pub etag: Option<&'a str>,
+    pub last_modified: Option<&'a str>,
+    pub headers: Option<&'a str>,
+}
+
+/// Inserts or replaces an entry row (hits reset, last access = created).
+pub fn upsert_entry(c: &Connection, e: &NewEntry<'_>) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT OR REPLACE INTO entries(key, blob_id, class, created_at, expires_at, etag, \
+         last_modified, headers, hits, last_access) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?4)",
+    )?
+    .execute(params![
+        e.key,
+        e.blob_id,
+        e.class,
+        e.created_at,
+        e.expires_at,
+        e.etag,
+        e.last_modified,
+        e.headers
+    ])?;
+    Ok(())
+}
+
+/// Deletes an entry row; true if it existed.
+pub fn delete_entry(c: &Connection, key: &str) -> rusqlite::Result<bool> {
+    Ok(c.prepare_cached("DELETE FROM entries WHERE key = ?1")?
+        .execute([key])?
+        > 0)
+}
+
+/// Records batched accesses: adds hits, moves last_access forward only.
+pub fn record_access(c: &Connection, key: &str, hits: u64, last: Millis) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "UPDATE entries SET hits = hits + ?2, last_access = max(last_access, ?3) WHERE key = ?1",
+    )?
+    .execute(params![key, hits as i64, last])?;
+    Ok(())
+}
+
+/// Updates expiry, validators and headers of an entry without touching its blob.
+pub fn refresh_entry(
+    c: &Connection,
+    key: &str,
+    expires_at: Millis,
+    etag: Option<&str>,
+    last_modified: Option<&str>,
+    headers: Option<&str>,
+) -> rusqlite::Result<bool> {
+    Ok(c.prepare_cached(
+        "UPDATE entries SET expires_at = ?2, etag = ?3, last_modified = ?4, headers = ?5 WHERE key = ?1",
+    )?
+    .execute(params![key, expires_at, etag, last_modified, headers])?
+        > 0)
+}
+
+/// Keys that reference a blob.
+pub fn keys_of_blob(c: &Connection, blob_id: i64) -> rusqlite::Result<Vec<String>> {
+    let mut st = c.prepare_cached("SELECT key FROM entries WHERE blob_id = ?1")?;
+    let rows = st.query_map([blob_id], |r| r.get(0))?;
+    rows.collect()
+}
+
+/// Bytes of the index in use: pages minus free pages, times page size.
+pub fn index_bytes(c: &Connection) -> rusqlite::Result<u64> {
+    let pages: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+    let free: i64 = c.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+    let size: i64 = c.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    Ok(((pages - free).max(0) * size) as u64)
+}
+
+/// Bytes the cache occupies on disk: live index pages plus blob files.
+pub fn disk_bytes(c: &Connection) -> rusqlite::Result<u64> {
+    Ok(index_bytes(c)? + counter(c, totals::FILE_BYTES)?.max(0) as u64)
+}

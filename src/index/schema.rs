@@ -1,0 +1,61 @@
+//! Index schema, versioned by `PRAGMA user_version`. Each migration moves
+//! the schema up one version inside the caller's write transaction.
+
+use rusqlite::Connection;
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const V1: &str = r#"
+-- One row per distinct content. Small blobs keep their encoded bytes in
+-- `data`; large ones have data NULL and live in blobs-v1/. `refs` counts the
+-- entries that point here; a blob row exists only while refs > 0.
+CREATE TABLE blobs (
+    id          INTEGER PRIMARY KEY,
+    hash        BLOB NOT NULL UNIQUE,       -- blake3 of the uncompressed bytes
+    size        INTEGER NOT NULL,           -- uncompressed bytes
+    stored_size INTEGER NOT NULL,           -- encoded bytes on disk
+    codec       INTEGER NOT NULL,           -- 0 raw, 1 zstd
+    refs        INTEGER NOT NULL,
+    created_at  INTEGER NOT NULL,           -- ms since epoch
+    data        BLOB                        -- inline bytes, or NULL for a file
+);
+
+CREATE TABLE entries (
+    key           TEXT PRIMARY KEY NOT NULL,
+    blob_id       INTEGER NOT NULL,         -- blobs.id
+    class         TEXT NOT NULL,
+    created_at    INTEGER NOT NULL,         -- ms since epoch
+    expires_at    INTEGER NOT NULL,
+    etag          TEXT,
+    last_modified TEXT,
+    headers       TEXT,                     -- JSON object of stored response headers
+    hits          INTEGER NOT NULL DEFAULT 0,
+    last_access   INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX entries_by_access ON entries(last_access);
+CREATE INDEX entries_by_expiry ON entries(expires_at);
+CREATE INDEX entries_by_blob ON entries(blob_id);
+
+-- Running totals kept in the same transactions as the rows they sum
+-- (stored_bytes, logical_bytes, entries) and persisted statistics
+-- (hits, misses, corrupt blobs, quotas) shared by every process on the root.
+CREATE TABLE counters (
+    name  TEXT PRIMARY KEY NOT NULL,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+"#;
+
+/// Brings the schema to [`SCHEMA_VERSION`]. Returns the version found, or
+/// `Err(found)` when the file was written by a newer freshcache.
+pub(crate) fn migrate(conn: &Connection) -> rusqlite::Result<Result<i64, i64>> {
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Ok(Err(found));
+    }
+    if found < 1 {
+        conn.execute_batch(V1)?;
+    }
+    conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
+    Ok(Ok(found))
+}

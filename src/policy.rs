@@ -1,0 +1,174 @@
+//! TTL classes and the one definition of "fresh".
+
+use std::time::Duration;
+
+use crate::clock::Millis;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::key::Key;
+
+/// The class of keys that no configured prefix matches.
+pub const DEFAULT_CLASS: &str = "default";
+
+/// Whether an entry is usable as a fresh signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Freshness {
+    /// `now < expires_at`.
+    Fresh,
+    /// Expired: kept for revalidation and explicit stale-if-error only.
+    Stale,
+}
+
+impl Freshness {
+    /// The single definition of freshness: fresh strictly before `expires_at`.
+    pub fn at(expires_at: Millis, now: Millis) -> Freshness {
+        if now < expires_at {
+            Freshness::Fresh
+        } else {
+            Freshness::Stale
+        }
+    }
+
+    /// `Fresh`?
+    pub fn is_fresh(self) -> bool {
+        self == Freshness::Fresh
+    }
+}
+
+/// TTL classes, matched by longest key prefix.
+#[derive(Debug, Clone)]
+pub struct Classes {
+    /// (name, prefix, ttl), longest prefix first.
+    by_prefix: Vec<(String, String, Duration)>,
+    default_ttl: Duration,
+}
+
+impl Classes {
+    /// Builds the class table from config.
+    pub fn from_config(config: &Config) -> Classes {
+        let mut by_prefix: Vec<_> = config
+            .classes
+            .iter()
+            .map(|(name, c)| (name.clone(), c.prefix.clone(), c.ttl.0))
+            .collect();
+        by_prefix.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then_with(|| a.0.cmp(&b.0)));
+        Classes {
+            by_prefix,
+            default_ttl: config.cache.default_ttl.0,
+        }
+    }
+
+    /// The class and TTL for `key`: the named class if given (it must
+    /// exist), else the longest matching prefix, else `default`. An explicit
+    /// `ttl` overrides the class TTL.
+    ///
+    /// # Errors
+    /// [`Error::UnknownClass`] when `class` names no configured class.
+    pub fn resolve(
+        &self,
+        key: &Key,
+        class: Option<&str>,
+        ttl: Option<Duration>,
+    ) -> Result<(String, Duration)> {
+        let (name, class_ttl) = match class {
+            Some(DEFAULT_CLASS) => (DEFAULT_CLASS.to_string(), self.default_ttl),
+            Some(c) => self
+                .by_prefix
+                .iter()
+                .find(|(n, _, _)| n == c)
+                .map(|(n, _, t)| (n.clone(), *t))
+                .ok_or_else(|| Error::UnknownClass {
+                    class: c.to_string(),
+                })?,
+            None => self.classify(key.as_str()),
+        };
+        Ok((name, ttl.unwrap_or(class_ttl)))
+    }
+
+    /// The class name and TTL chosen by longest prefix.
+    pub fn classify(&self, key: &str) -> (String, Duration) {
+        self.by_prefix
+            .iter()
+            .find(|(_, p, _)| key.starts_with(p.as_str()))
+            .map_or(
+                (DEFAULT_CLASS.to_string(), self.default_ttl),
+                |(n, _, t)| (n.clone(), *t),
+            )
+    }
+
+    /// The TTL of a class by name.
+    pub fn ttl_of(&self, class: &str) -> Option<Duration> {
+        if class == DEFAULT_CLASS {
+            return Some(self.default_ttl);
+        }
+        self.by_prefix
+            .iter()
+            .find(|(n, _, _)| n == class)
+            .map(|(_, _, t)| *t)
+    }
+
+    /// Class names, in prefix order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.by_prefix.iter().map(|(n, _, _)| n.as_str())
+    }
+}
+
+/// `created_at + ttl`, saturating.
+pub fn expiry(created_at: Millis, ttl: Duration) -> Millis {
+    created_at.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn classes(yaml: &str) -> Classes {
+        let c = Config::from_layers(Some(("t".into(), yaml)), Vec::new()).unwrap();
+        Classes::from_config(&c)
+    }
+
+    #[test]
+    fn longest_prefix_wins() {
+        let c = classes("classes:\n  llm: { prefix: 'llm:', ttl: 1h }\n");
+        let k = Key::new("llm:features:c1:2026-11-21").unwrap();
+        assert_eq!(
+            c.resolve(&k, None, None).unwrap(),
+            ("llm_features".into(), Duration::from_secs(86_400))
+        );
+        let k = Key::new("llm:other").unwrap();
+        assert_eq!(c.resolve(&k, None, None).unwrap().0, "llm");
+        let k = Key::new("unknown:thing").unwrap();
+        assert_eq!(
+            c.resolve(&k, None, None).unwrap(),
+            (DEFAULT_CLASS.into(), Duration::from_secs(3600))
+        );
+    }
+
+    #[test]
+    fn named_class_and_explicit_ttl() {
+        let c = classes("");
+        let k = Key::new("x:y").unwrap();
+        assert_eq!(
+            c.resolve(&k, Some("odds"), None).unwrap(),
+            ("odds".into(), Duration::from_secs(60))
+        );
+        let r = c
+            .resolve(&k, Some("odds"), Some(Duration::from_secs(5)))
+            .unwrap();
+        assert_eq!(r.1, Duration::from_secs(5));
+        assert!(matches!(
+            c.resolve(&k, Some("nope"), None),
+            Err(Error::UnknownClass { .. })
+        ));
+    }
+
+    #[test]
+    fn fresh_strictly_before_expiry() {
+        assert_eq!(Freshness::at(1000, 999), Freshness::Fresh);
+        assert_eq!(Freshness::at(1000, 1000), Freshness::Stale);
+        assert_eq!(Freshness::at(1000, 1001), Freshness::Stale);
+        assert_eq!(expiry(1000, Duration::from_secs(60)), 61_000);
+        assert_eq!(expiry(i64::MAX - 1, Duration::from_secs(60)), i64::MAX);
+    }
+}

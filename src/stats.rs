@@ -1,0 +1,301 @@
+//! Batched bookkeeping for the read path and the statistics built from it.
+//!
+//! A get must not become a write transaction. Accesses (hits, last access)
+//! and counter deltas collect in memory and are written in one transaction
+//! when the batch window (`cache.access_flush`) has passed or the batch is
+//! large, on `flush()`, and on drop. LRU order in the index is therefore
+//! exact up to one batch window. Counters live in the index, so every
+//! process on a root sees the same totals.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+use crate::clock::Millis;
+use crate::error::Result;
+use crate::index::{self, totals, Index};
+
+/// Batches above this many distinct keys are flushed early.
+const MAX_PENDING: usize = 4096;
+
+/// Where a hit was served from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Tier {
+    /// L1, in this process's memory.
+    Memory,
+    /// The sled hot tier.
+    Hot,
+    /// The index and blob files.
+    Disk,
+    /// The shared Redis tier.
+    Redis,
+}
+
+impl Tier {
+    /// Lowercase name, as used in metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Memory => "memory",
+            Tier::Hot => "hot",
+            Tier::Disk => "disk",
+            Tier::Redis => "redis",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    since: Option<Millis>,
+    access: HashMap<String, (u64, Millis)>,
+    counters: HashMap<String, i64>,
+}
+
+/// Collects accesses and counter deltas until the next flush.
+#[derive(Debug)]
+pub(crate) struct Recorder {
+    pending: Mutex<Pending>,
+    window_ms: Millis,
+}
+
+impl Recorder {
+    pub(crate) fn new(window_ms: Millis) -> Recorder {
+        Recorder {
+            pending: Mutex::new(Pending::default()),
+            window_ms,
+        }
+    }
+
+    /// Records a read of `key` at `now`; says whether a flush is due.
+    pub(crate) fn access(&self, key: &str, now: Millis) -> bool {
+        let mut p = self.lock();
+        match p.access.get_mut(key) {
+            Some(a) => {
+                a.0 += 1;
+                a.1 = a.1.max(now);
+            }
+            None => {
+                p.access.insert(key.to_owned(), (1, now));
+            }
+        }
+        Self::due(&mut p, now, self.window_ms)
+    }
+
+    /// Adds `delta` to counter `name`; says whether a flush is due.
+    pub(crate) fn count(&self, name: String, delta: i64, now: Millis) -> bool {
+        let mut p = self.lock();
+        *p.counters.entry(name).or_default() += delta;
+        Self::due(&mut p, now, self.window_ms)
+    }
+
+    fn due(p: &mut Pending, now: Millis, window: Millis) -> bool {
+        let since = *p.since.get_or_insert(now);
+        now - since >= window || p.access.len() >= MAX_PENDING
+    }
+
+    /// Unflushed counter deltas, for statistics that include this process.
+    pub(crate) fn pending_counters(&self) -> HashMap<String, i64> {
+        self.lock().counters.clone()
+    }
+
+    /// Writes everything pending in one transaction. With `wait == false`
+    /// it gives up (keeping the batch) if this process's writer is busy.
+    pub(crate) fn flush(&self, idx: &Index, wait: bool) -> Result<()> {
+        let batch = std::mem::take(&mut *self.lock());
+        if batch.access.is_empty() && batch.counters.is_empty() {
+            return Ok(());
+        }
+        let write = |tx: &rusqlite::Transaction<'_>| -> Result<()> {
+            for (key, (hits, last)) in &batch.access {
+                index::record_access(tx, key, *hits, *last).map_err(|e| idx.wrap(e))?;
+            }
+            for (name, delta) in &batch.counters {
+                index::bump(tx, name, *delta).map_err(|e| idx.wrap(e))?;
+            }
+            Ok(())
+        };
+        let result = if wait {
+            Some(idx.write(write))
+        } else {
+            idx.try_write(write)
+        };
+        match result {
+            Some(Ok(())) => Ok(()),
+            other => {
+                // Put the batch back so nothing is lost; the next flush retries.
+                let mut p = self.lock();
+                for (k, (h, l)) in batch.access {
+                    let a = p.access.entry(k).or_insert((0, l));
+                    a.0 += h;
+                    a.1 = a.1.max(l);
+                }
+                for (k, d) in batch.counters {
+                    *p.counters.entry(k).or_default() += d;
+                }
+                p.since = p.since.or(batch.since);
+                other.unwrap_or(Ok(()))
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Counter names (persisted in the index, `|`-separated labels).
+pub(crate) mod names {
+    pub fn hit(tier: super::Tier, class: &str) -> String {
+        format!("hits|{}|{class}", tier.as_str())
+    }
+    pub fn miss(class: &str) -> String {
+        format!("misses|{class}")
+    }
+    pub fn guard_check(class: &str) -> String {
+        format!("guard_checks|{class}")
+    }
+    pub fn ttl_violation(class: &str) -> String {
+        format!("ttl_violations|{class}")
+    }
+    pub fn upstream(outcome: &str) -> String {
+        format!("upstream|{outcome}")
+    }
+    pub fn avoided(how: &str) -> String {
+        format!("avoided|{how}")
+    }
+    pub const EVICTED_BYTES: &str = "evicted_bytes";
+    pub const EVICTED_ENTRIES: &str = "evicted_entries";
+    pub const BYTES_SAVED_304: &str = "bytes_saved_304";
+}
+
+/// Per-class figures.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ClassStats {
+    /// Hits by tier.
+    pub hits: BTreeMap<String, u64>,
+    pub misses: u64,
+    pub hit_rate: f64,
+    pub guard_checks: u64,
+    pub ttl_violations: u64,
+    /// ttl_violations / guard_checks (0 when no checks).
+    pub ttl_violation_rate: f64,
+}
+
+/// A snapshot of the cache's figures, shared by every process on the root.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Stats {
+    pub entries: u64,
+    /// Encoded blob bytes (inline and files).
+    pub stored_bytes: u64,
+    /// Uncompressed bytes of every entry (shared content counted per key).
+    pub logical_bytes: u64,
+    /// Size of the SQLite index.
+    pub index_bytes: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub hit_rate: f64,
+    /// Hits by tier.
+    pub hits_by_tier: BTreeMap<String, u64>,
+    /// Upstream calls a cache hit or a shared (single-flight) call made unnecessary.
+    pub upstream_calls_avoided: u64,
+    /// Upstream requests by outcome (200, 304, error).
+    pub upstream_requests: BTreeMap<String, u64>,
+    pub bytes_saved_by_304: u64,
+    pub corrupt_blobs: u64,
+    pub evicted_entries: u64,
+    pub evicted_bytes: u64,
+    pub guard_checks: u64,
+    pub ttl_violations: u64,
+    pub by_class: BTreeMap<String, ClassStats>,
+}
+
+fn rate(num: u64, den: u64) -> f64 {
+    if den == 0 {
+        0.0
+    } else {
+        num as f64 / den as f64
+    }
+}
+
+impl Stats {
+    /// Builds statistics from persisted counters plus unflushed deltas.
+    pub(crate) fn from_counters(
+        counters: impl IntoIterator<Item = (String, i64)>,
+        index_bytes: u64,
+    ) -> Stats {
+        let mut s = Stats {
+            index_bytes,
+            ..Stats::default()
+        };
+        let mut merged: BTreeMap<String, i64> = BTreeMap::new();
+        for (k, v) in counters {
+            *merged.entry(k).or_default() += v;
+        }
+        for (name, v) in merged {
+            let v = v.max(0) as u64;
+            let parts: Vec<&str> = name.split('|').collect();
+            match parts.as_slice() {
+                [totals::ENTRIES] => s.entries = v,
+                [totals::STORED_BYTES] => s.stored_bytes = v,
+                [totals::LOGICAL_BYTES] => s.logical_bytes = v,
+                [crate::store::CORRUPT_BLOBS] => s.corrupt_blobs = v,
+                [names::EVICTED_BYTES] => s.evicted_bytes = v,
+                [names::EVICTED_ENTRIES] => s.evicted_entries = v,
+                [names::BYTES_SAVED_304] => s.bytes_saved_by_304 = v,
+                ["hits", tier, class] => {
+                    s.hits += v;
+                    *s.hits_by_tier.entry(tier.to_string()).or_default() += v;
+                    *s.by_class
+                        .entry(class.to_string())
+                        .or_default()
+                        .hits
+                        .entry(tier.to_string())
+                        .or_default() += v;
+                }
+                ["misses", class] => {
+                    s.misses += v;
+                    s.by_class.entry(class.to_string()).or_default().misses += v;
+                }
+                ["guard_checks", class] => {
+                    s.guard_checks += v;
+                    s.by_class
+                        .entry(class.to_string())
+                        .or_default()
+                        .guard_checks += v;
+                }
+                ["ttl_violations", class] => {
+                    s.ttl_violations += v;
+                    s.by_class
+                        .entry(class.to_string())
+                        .or_default()
+                        .ttl_violations += v;
+                }
+                ["upstream", outcome] => {
+                    *s.upstream_requests.entry(outcome.to_string()).or_default() += v;
+                }
+                ["avoided", _] => s.upstream_calls_avoided += v,
+                _ => {}
+            }
+        }
+        s.upstream_calls_avoided += s.hits;
+        s.hit_rate = rate(s.hits, s.hits + s.misses);
+        for c in s.by_class.values_mut() {
+            let hits: u64 = c.hits.values().sum();
+            c.hit_rate = rate(hits, hits + c.misses);
+            c.ttl_violation_rate = rate(c.ttl_violations, c.guard_checks);
+        }
+        s
+    }
+
+    /// Reads the persisted counters.
+    pub(crate) fn load(idx: &Index, pending: HashMap<String, i64>) -> Result<Stats> {
+        let (counters, index_bytes) =
+            idx.read(|c| Ok((index::counters_with_prefix(c, "")?, index::index_bytes(c)?)))?;
+        Ok(Stats::from_counters(
+            counters.into_iter().chain(pending),
+            index_bytes,
+        ))
+    }
+}

@@ -1,0 +1,341 @@
+//! The disk tier: index rows plus blob bytes, and the protocol that keeps
+//! them consistent across threads and processes.
+//!
+//! Write protocol (see ARCHITECTURE.md):
+//! 1. A large blob's file is written first (temp + rename), outside any
+//!    transaction.
+//! 2. One `BEGIN IMMEDIATE` transaction then inserts or references the blob
+//!    row, checks that a file blob's file still exists (rewriting it if a
+//!    collector removed it meanwhile), writes the entry row, releases the
+//!    blob the key pointed at before, and updates the running totals.
+//! 3. A blob whose last reference goes has its row deleted and its file
+//!    unlinked inside that same write transaction, so no writer can see the
+//!    row gone and the file present, or the reverse, at a commit point.
+
+use rusqlite::Connection;
+
+use crate::blob::codec::{self, Codec};
+use crate::blob::files::BlobFiles;
+use crate::blob::Digest;
+use crate::clock::Millis;
+use crate::error::Result;
+use crate::index::{self, totals, Found, Index, NewEntry, Row};
+
+/// Counter name for blobs that failed verification.
+pub const CORRUPT_BLOBS: &str = "corrupt_blobs";
+
+/// Index plus blob files for one root.
+#[derive(Debug)]
+pub struct Store {
+    pub index: Index,
+    pub files: BlobFiles,
+    pub inline_max: u64,
+    pub zstd_level: i32,
+}
+
+/// Metadata of a put, besides the key and bytes.
+#[derive(Debug, Clone, Default)]
+pub struct EntryFields<'a> {
+    pub class: &'a str,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+    pub etag: Option<&'a str>,
+    pub last_modified: Option<&'a str>,
+    pub headers: Option<&'a str>,
+}
+
+/// What a put did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PutOutcome {
+    /// The content was already stored (under this or another key).
+    pub deduplicated: bool,
+    /// Encoded bytes of the blob.
+    pub stored_size: u64,
+    /// Blobs released by the key's previous value (their keys are gone).
+    pub freed_bytes: u64,
+}
+
+/// A verified read: the row and the decoded bytes.
+#[derive(Debug)]
+pub struct Read {
+    pub row: Row,
+    /// `None` when the caller already had the bytes (L1).
+    pub bytes: Option<Vec<u8>>,
+}
+
+/// The result of reading one key inside a snapshot.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    Miss,
+    Hit(Read),
+    /// The row names a file that is not there (deleted meanwhile, or lost).
+    FileGone(Row),
+    /// The stored bytes failed verification.
+    Corrupt(Row, Vec<u8>),
+}
+
+struct Encoded {
+    codec: Codec,
+    bytes: Vec<u8>,
+}
+
+impl Store {
+    /// Stores `value` (whose blake3 is `hash`) under `key`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] (e.g. a full disk) or [`Error::Index`]; on error the
+    /// previous value of `key` is untouched.
+    pub fn put(
+        &self,
+        key: &str,
+        value: &[u8],
+        hash: &Digest,
+        f: &EntryFields<'_>,
+    ) -> Result<PutOutcome> {
+        // Outside the transaction: encode and write a large blob's file,
+        // unless the content is already stored (dedup costs one lookup).
+        let known = self.index.read(|c| index::find_blob(c, hash))?;
+        let mut encoded = None;
+        if known.is_none() {
+            let e = self.encode(value);
+            if self.is_file(&e) {
+                self.files.write(hash, &e.bytes)?;
+            }
+            encoded = Some(e);
+        }
+        self.index.write(|tx| {
+            let mut out = PutOutcome {
+                deduplicated: false,
+                stored_size: 0,
+                freed_bytes: 0,
+            };
+            let blob_id = match index::find_blob(tx, hash).map_err(|e| self.index.wrap(e))? {
+                Some(b) => {
+                    // A collector may have unlinked the file after our check;
+                    // inside the write lock, make sure it is there.
+                    if b.is_file && !self.files.exists(hash) {
+                        let e = encoded.get_or_insert_with(|| self.encode(value));
+                        self.files.write(hash, &e.bytes)?;
+                    }
+                    index::add_ref(tx, b.id).map_err(|e| self.index.wrap(e))?;
+                    out.deduplicated = true;
+                    out.stored_size = b.stored_size;
+                    b.id
+                }
+                None => {
+                    let e = encoded.get_or_insert_with(|| self.encode(value));
+                    let is_file = e.bytes.len() as u64 > self.inline_max;
+                    if is_file && !self.files.exists(hash) {
+                        self.files.write(hash, &e.bytes)?;
+                    }
+                    out.stored_size = e.bytes.len() as u64;
+                    let inline = (!is_file).then_some(&e.bytes[..]);
+                    index::insert_blob(
+                        tx,
+                        hash,
+                        value.len() as u64,
+                        e.codec,
+                        out.stored_size,
+                        inline,
+                        f.created_at,
+                    )
+                    .map_err(|e| self.index.wrap(e))?
+                }
+            };
+            let previous = index::entry_blob(tx, key).map_err(|e| self.index.wrap(e))?;
+            index::upsert_entry(
+                tx,
+                &NewEntry {
+                    key,
+                    blob_id,
+                    class: f.class,
+                    created_at: f.created_at,
+                    expires_at: f.expires_at,
+                    etag: f.etag,
+                    last_modified: f.last_modified,
+                    headers: f.headers,
+                },
+            )
+            .map_err(|e| self.index.wrap(e))?;
+            let mut logical = value.len() as i64;
+            match previous {
+                Some((old_blob, old_size)) => {
+                    logical -= old_size as i64;
+                    out.freed_bytes = self.release(tx, old_blob)?;
+                }
+                None => index::bump(tx, totals::ENTRIES, 1).map_err(|e| self.index.wrap(e))?,
+            }
+            index::bump(tx, totals::LOGICAL_BYTES, logical).map_err(|e| self.index.wrap(e))?;
+            Ok(out)
+        })
+    }
+
+    /// Removes the entries for `keys` in one transaction; returns how many existed.
+    ///
+    /// # Errors
+    /// [`Error::Index`] or [`Error::Io`]; nothing is removed then.
+    pub fn delete(&self, keys: &[String]) -> Result<usize> {
+        self.index.write(|tx| self.delete_in(tx, keys))
+    }
+
+    /// Deletes entries inside an open write transaction; returns how many existed.
+    pub(crate) fn delete_in(&self, tx: &Connection, keys: &[String]) -> Result<usize> {
+        let w = |e| self.index.wrap(e);
+        let mut n = 0;
+        for key in keys {
+            let Some((blob_id, size)) = index::entry_blob(tx, key).map_err(w)? else {
+                continue;
+            };
+            index::delete_entry(tx, key).map_err(w)?;
+            self.release(tx, blob_id)?;
+            index::bump(tx, totals::ENTRIES, -1).map_err(w)?;
+            index::bump(tx, totals::LOGICAL_BYTES, -(size as i64)).map_err(w)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Releases one reference; unlinks a freed file inside the transaction.
+    fn release(&self, tx: &Connection, blob_id: i64) -> Result<u64> {
+        match index::release(tx, blob_id).map_err(|e| self.index.wrap(e))? {
+            Some(freed) => {
+                if freed.is_file {
+                    self.files.remove(&freed.hash)?;
+                }
+                Ok(freed.stored_size)
+            }
+            None => Ok(0),
+        }
+    }
+
+    /// Reads and verifies `key`. `want_bytes(row)` says whether the bytes are
+    /// needed at all (not when expired, not when L1 holds them). A blob that
+    /// fails verification is quarantined and the read is a miss.
+    ///
+    /// # Errors
+    /// [`Error::Index`] or [`Error::Io`] for failures other than corruption.
+    pub fn read(
+        &self,
+        key: &str,
+        now: Millis,
+        want_bytes: impl Fn(&Row) -> bool,
+    ) -> Result<Option<Read>> {
+        let keys = [key];
+        Ok(self.read_many(&keys, now, want_bytes)?.pop().flatten())
+    }
+
+    /// Reads several keys as of one snapshot of the index (file blobs are
+    /// immutable, so their bytes belong to the same instant).
+    ///
+    /// # Errors
+    /// As [`Store::read`].
+    pub fn read_many(
+        &self,
+        keys: &[&str],
+        now: Millis,
+        want_bytes: impl Fn(&Row) -> bool,
+    ) -> Result<Vec<Option<Read>>> {
+        // Two tries: a file can vanish between the row read and the file
+        // read when another process deletes or replaces the key.
+        for attempt in 0..2 {
+            let results = self.index.read_snapshot(|c| {
+                keys.iter()
+                    .map(|k| self.read_in(c, k, &want_bytes))
+                    .collect::<Result<Vec<_>>>()
+            })?;
+            let retry = attempt == 0 && results.iter().any(|r| matches!(r, Outcome::FileGone(_)));
+            if retry {
+                continue;
+            }
+            let mut out = Vec::with_capacity(results.len());
+            for r in results {
+                out.push(match r {
+                    Outcome::Miss => None,
+                    Outcome::Hit(read) => Some(read),
+                    Outcome::FileGone(row) => {
+                        self.quarantine(&row, None, now)?;
+                        None
+                    }
+                    Outcome::Corrupt(row, stored) => {
+                        self.quarantine(&row, Some(&stored), now)?;
+                        None
+                    }
+                });
+            }
+            return Ok(out);
+        }
+        unreachable!("the second attempt always returns")
+    }
+
+    /// Reads one key on an open (snapshot) connection; no side effects.
+    pub(crate) fn read_in(
+        &self,
+        c: &Connection,
+        key: &str,
+        want_bytes: &dyn Fn(&Row) -> bool,
+    ) -> Result<Outcome> {
+        let found = index::lookup(c, key, want_bytes).map_err(|e| self.index.wrap(e))?;
+        let Some(Found { row, inline }) = found else {
+            return Ok(Outcome::Miss);
+        };
+        if !want_bytes(&row) {
+            return Ok(Outcome::Hit(Read { row, bytes: None }));
+        }
+        let stored = match inline {
+            Some(b) => b,
+            None => match self.files.read(&row.hash, row.stored_size)? {
+                Some(b) => b,
+                None => return Ok(Outcome::FileGone(row)),
+            },
+        };
+        if stored.len() as u64 != row.stored_size {
+            return Ok(Outcome::Corrupt(row, stored));
+        }
+        match codec::decode(row.codec, &stored, row.size, &row.hash) {
+            Some(bytes) => Ok(Outcome::Hit(Read {
+                row,
+                bytes: Some(bytes),
+            })),
+            None => Ok(Outcome::Corrupt(row, stored)),
+        }
+    }
+
+    /// Quarantines a blob that failed verification: its bytes go to
+    /// `quarantine/`, its row and every entry that pointed at it are deleted,
+    /// the corrupt counter goes up. Returns the keys that lost their value.
+    ///
+    /// # Errors
+    /// [`Error::Index`] or [`Error::Io`].
+    pub fn quarantine(&self, row: &Row, stored: Option<&[u8]>, now: Millis) -> Result<Vec<String>> {
+        let keys = self.index.write(|tx| {
+            let w = |e| self.index.wrap(e);
+            // Only if the blob is still the one we read (not replaced meanwhile).
+            match index::find_blob(tx, &row.hash).map_err(w)? {
+                Some(b) if b.id == row.blob_id => {}
+                _ => return Ok(Vec::new()),
+            }
+            let keys = index::keys_of_blob(tx, row.blob_id).map_err(w)?;
+            if row.is_file {
+                self.files.quarantine(&row.hash, None, now)?;
+            } else if let Some(bytes) = stored {
+                self.files.quarantine(&row.hash, Some(bytes), now)?;
+            }
+            self.delete_in(tx, &keys)?;
+            index::bump(tx, CORRUPT_BLOBS, 1).map_err(w)?;
+            Ok(keys)
+        })?;
+        if !keys.is_empty() {
+            tracing::warn!(hash = %row.hash, keys = keys.len(), "blob failed verification; quarantined");
+        }
+        Ok(keys)
+    }
+
+    fn encode(&self, value: &[u8]) -> Encoded {
+        let (codec, bytes) = codec::encode(value, self.zstd_level);
+        Encoded { codec, bytes }
+    }
+
+    fn is_file(&self, e: &Encoded) -> bool {
+        e.bytes.len() as u64 > self.inline_max
+    }
+}
