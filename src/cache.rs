@@ -541,6 +541,33 @@ impl Cache {
             .collect())
     }
 
+    /// Marks `key` fresh again without touching its blob (an HTTP 304):
+    /// expiry recomputed from `ttl` (default: its class TTL) counted from
+    /// now, validators and stored headers replaced. False if the key is gone.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`], [`Error::UnknownClass`] or a storage error.
+    pub fn refresh(&self, key: &str, ttl: Option<Duration>, opts: &Put) -> Result<bool> {
+        let key = Key::new(key)?;
+        let (_, ttl) = self
+            .classes()
+            .resolve(&key, opts.class.as_deref(), opts.ttl.or(ttl))?;
+        let now = self.now();
+        let store = &self.inner.store;
+        store.index.write(|tx| {
+            index::refresh_entry(
+                tx,
+                key.as_str(),
+                now,
+                policy::expiry(now, ttl),
+                opts.etag.as_deref(),
+                opts.last_modified.as_deref(),
+                opts.headers.as_deref(),
+            )
+            .map_err(|e| store.index.wrap(e))
+        })
+    }
+
     /// Hits, misses, sizes and rates, shared by every process on the root.
     ///
     /// # Errors

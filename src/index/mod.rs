@@ -465,19 +465,22 @@ pub fn record_access(c: &Connection, key: &str, hits: u64, last: Millis) -> rusq
     Ok(())
 }
 
-/// Updates expiry, validators and headers of an entry without touching its blob.
+/// Updates expiry, validators and headers of an entry without touching its
+/// blob; `created_at` moves to `now` (the content was confirmed current).
 pub fn refresh_entry(
     c: &Connection,
     key: &str,
+    now: Millis,
     expires_at: Millis,
     etag: Option<&str>,
     last_modified: Option<&str>,
     headers: Option<&str>,
 ) -> rusqlite::Result<bool> {
     Ok(c.prepare_cached(
-        "UPDATE entries SET expires_at = ?2, etag = ?3, last_modified = ?4, headers = ?5 WHERE key = ?1",
+        "UPDATE entries SET created_at = ?2, expires_at = ?3, etag = ?4, last_modified = ?5, \
+         headers = ?6 WHERE key = ?1",
     )?
-    .execute(params![key, expires_at, etag, last_modified, headers])?
+    .execute(params![key, now, expires_at, etag, last_modified, headers])?
         > 0)
 }
 
