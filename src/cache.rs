@@ -667,10 +667,8 @@ impl Cache {
                 (Tier::Memory, b)
             }
         };
-        if fresh {
-            self.count(names::hit(tier, &read.row.class), 1);
-        }
-        if self.inner.recorder.access(key.as_str(), now) {
+        let hit = fresh.then(|| names::hit(tier, &read.row.class));
+        if self.inner.recorder.access(key.as_str(), hit, now) {
             self.flush_soon();
         }
         Some((read.row, bytes))

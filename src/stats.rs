@@ -68,9 +68,13 @@ impl Recorder {
         }
     }
 
-    /// Records a read of `key` at `now`; says whether a flush is due.
-    pub(crate) fn access(&self, key: &str, now: Millis) -> bool {
+    /// Records a read of `key` at `now` and, if given, a counter bump (one
+    /// lock for both); says whether a flush is due.
+    pub(crate) fn access(&self, key: &str, counter: Option<String>, now: Millis) -> bool {
         let mut p = self.lock();
+        if let Some(name) = counter {
+            *p.counters.entry(name).or_default() += 1;
+        }
         match p.access.get_mut(key) {
             Some(a) => {
                 a.0 += 1;

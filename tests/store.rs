@@ -1,0 +1,511 @@
+//! The core store: round trips, TTLs, dedup, files vs inline, corruption,
+//! bad input, security properties, statistics, threads.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use common::{blob_files, noise, odds_json, open, open_with, T0};
+use freshcache::{Cache, Error, Freshness, Put};
+
+#[test]
+fn put_get_round_trips_bytes_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, _) = open(dir.path());
+    let odds = odds_json(1, 4096);
+    cache
+        .put("odds:g1:1700000000", &odds, Put::default())
+        .unwrap();
+    assert_eq!(cache.get("odds:g1:1700000000").unwrap().unwrap(), odds);
+
+    let v = serde_json::json!({"title": "t", "n": [1, 2, 3]});
+    cache
+        .put_json("news:reuters:a1", &v, Put::default())
+        .unwrap();
+    let back: serde_json::Value = cache.get_json("news:reuters:a1").unwrap().unwrap();
+    assert_eq!(back, v);
+    assert_eq!(cache.get("news:reuters:nope").unwrap(), None);
+}
+
+#[test]
+fn get_json_of_wrong_type_is_a_json_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, _) = open(dir.path());
+    cache.put("x:y", b"not json", Put::default()).unwrap();
+    assert!(matches!(
+        cache.get_json::<serde_json::Value>("x:y"),
+        Err(Error::Json { .. })
+    ));
+}
+
+#[test]
+fn entry_expires_at_class_ttl_and_stays_readable_as_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, clock) = open(dir.path());
+    let s = cache.put("odds:g1:1", b"{}", Put::default()).unwrap();
+    assert_eq!((s.class.as_str(), s.expires_at), ("odds", T0 + 60_000));
+    clock.set(T0 + 59_999);
+    assert!(cache.get("odds:g1:1").unwrap().is_some());
+    clock.set(T0 + 60_000);
+    assert_eq!(cache.get("odds:g1:1").unwrap(), None);
+    let e = cache.get_entry("odds:g1:1").unwrap().unwrap();
+    assert_eq!(e.meta.freshness, Freshness::Stale);
+    assert_eq!(&e.value[..], b"{}");
+}
+
+#[test]
+fn named_class_and_explicit_ttl_override_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, _) = open(dir.path());
+    let s = cache
+        .put("misc:thing", b"1", Put::default().class("teams"))
+        .unwrap();
+    assert_eq!(
+        (s.class.as_str(), s.expires_at),
+        ("teams", T0 + 7 * 86_400_000)
+    );
+    let s = cache
+        .put("odds:g:1", b"1", Put::default().ttl(Duration::from_secs(5)))
+        .unwrap();
+    assert_eq!((s.class.as_str(), s.expires_at), ("odds", T0 + 5_000));
+    let s = cache.put("nothing:matches", b"1", Put::default()).unwrap();
+    assert_eq!(s.class, "default");
+    assert!(matches!(
+        cache.put("a:b", b"1", Put::default().class("nope")),
+        Err(Error::UnknownClass { .. })
+    ));
+}
+
+#[test]
+fn same_content_under_many_keys_is_stored_once_and_freed_with_the_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, _) = open_with(dir.path(), |c| c.cache.inline_max.0 = 1024);
+    let v = noise(7, 8192);
+    let a = cache.put("llm:features:c1:d1", &v, Put::default()).unwrap();
+    let b = cache.put("llm:features:c1:d2", &v, Put::default()).unwrap();
+    assert!(!a.deduplicated && b.deduplicated);
+    assert_eq!(blob_files(dir.path()).len(), 1);
+    let st = cache.stats().unwrap();
+    assert_eq!(
+        (st.entries, st.stored_bytes, st.logical_bytes),
+        (2, 8192, 16_384)
+    );
+
+    assert!(cache.delete("llm:features:c1:d1").unwrap());
+    assert_eq!(cache.get("llm:features:c1:d2").unwrap().unwrap(), v);
+    assert_eq!(blob_files(dir.path()).len(), 1);
+    assert!(cache.delete("llm:features:c1:d2").unwrap());
+    assert_eq!(blob_files(dir.path()).len(), 0);
+    assert_eq!(cache.stats().unwrap().stored_bytes, 0);
+}
+
+#[test]
+fn overwriting_a_key_releases_its_old_blob() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, _) = open_with(dir.path(), |c| c.cache.inline_max.0 = 1024);
+    cache.put("k:1", &noise(1, 4096), Put::default()).unwrap();
+    cache.put("k:1", &noise(2, 4096), Put::default()).unwrap();
+    assert_eq!(blob_files(dir.path()).len(), 1);
+    assert_eq!(cache.get("k:1").unwrap().unwrap(), noise(2, 4096));
+    let st = cache.stats().unwrap();
+    assert_eq!(
+        (st.entries, st.stored_bytes, st.logical_bytes),
+        (1, 4096, 4096)
+    );
+}
+
+#[test]
+fn large_blobs_are_files_named_by_hash_small_ones_inline() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, _) = open_with(dir.path(), |c| c.cache.inline_max.0 = 16 * 1024);
+    let big = noise(3, 1 << 20);
+    let s = cache
+        .put("llm:features:big:1", &big, Put::default())
+        .unwrap();
+    cache
+        .put("odds:g1:1", &odds_json(1, 4096), Put::default())
+        .unwrap();
+    let files = blob_files(dir.path());
+    assert_eq!(files.len(), 1, "only the large blob is a file");
+    let hex = s.hash.to_hex();
+    assert_eq!(
+        files[0],
+        dir.path().join("blobs-v1").join(&hex[..2]).join(&hex[2..])
+    );
+    assert_eq!(hex, blake3::hash(&big).to_hex().as_str());
+    assert_eq!(cache.get("llm:features:big:1").unwrap().unwrap(), big);
+}
+
+#[test]
+fn incompressible_data_is_stored_raw_and_compressible_data_compressed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, _) = open(dir.path());
+    let floats = noise(9, 6144);
+    let s = cache
+        .put("llm:features:c9:d", &floats, Put::default())
+        .unwrap();
+    assert_eq!(s.stored_size, 6144, "raw, not a zstd frame that is larger");
+    let s = cache
+        .put("odds:g1:2", &odds_json(2, 4096), Put::default())
+        .unwrap();
+    assert!(
+        s.stored_size * 4 < s.size,
+        "odds JSON compresses: {} -> {}",
+        s.size,
+        s.stored_size
+    );
+}
+
+fn flip_a_byte(path: &std::path::Path, at: usize) {
+    let mut b = std::fs::read(path).unwrap();
+    b[at] ^= 0x01;
+    std::fs::write(path, b).unwrap();
+}
+
+#[test]
+fn a_blob_file_with_one_flipped_bit_is_never_returned() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, _) = open_with(dir.path(), |c| c.cache.inline_max.0 = 1024);
+    let v = noise(4, 10_000);
+    cache.put("k:a", &v, Put::default()).unwrap();
+    cache.put("k:b", &v, Put::default()).unwrap();
+    // A fresh handle has an empty L1, so the read goes to disk.
+    let (cache2, _) = open_with(dir.path(), |c| c.cache.inline_max.0 = 1024);
+    flip_a_byte(&blob_files(dir.path())[0], 5000);
+    assert_eq!(cache2.get("k:a").unwrap(), None);
+    assert_eq!(
+        cache2.get("k:b").unwrap(),
+        None,
+        "every entry of the blob becomes a miss"
+    );
+    assert_eq!(cache2.stats().unwrap().corrupt_blobs, 1);
+    assert_eq!(blob_files(dir.path()).len(), 0);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("quarantine"))
+            .unwrap()
+            .count(),
+        1
+    );
+    drop(cache);
+    // A new put of the same content heals.
+    cache2.put("k:a", &v, Put::default()).unwrap();
+    assert_eq!(cache2.get("k:a").unwrap().unwrap(), v);
+}
+
+#[test]
+fn a_truncated_blob_file_is_a_miss() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, _) = open_with(dir.path(), |c| c.cache.inline_max.0 = 1024);
+    cache
+        .put("k:a", &odds_json(1, 100_000), Put::default())
+        .unwrap();
+    let (cache2, _) = open_with(dir.path(), |c| c.cache.inline_max.0 = 1024);
+    let f = &blob_files(dir.path())[0];
+    let len = std::fs::metadata(f).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(f)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    assert_eq!(cache2.get("k:a").unwrap(), None);
+    assert_eq!(cache2.stats().unwrap().corrupt_blobs, 1);
+    drop(cache);
+}
+
+#[test]
+fn a_corrupt_inline_blob_is_never_returned() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, _) = open(dir.path());
+    cache.put("k:a", &noise(5, 2000), Put::default()).unwrap();
+    let conn = rusqlite::Connection::open(dir.path().join("index.sqlite")).unwrap();
+    conn.execute("UPDATE blobs SET data = zeroblob(2000)", [])
+        .unwrap();
+    drop(conn);
+    let (cache2, _) = open(dir.path());
+    assert_eq!(cache2.get("k:a").unwrap(), None);
+    assert_eq!(cache2.stats().unwrap().corrupt_blobs, 1);
+    drop(cache);
+}
+
+#[test]
+fn invalid_keys_are_rejected_with_the_rule_and_store_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, _) = open(dir.path());
+    let long = "k".repeat(10_000);
+    for (key, rule) in [
+        ("", "empty"),
+        ("a\0b", "control"),
+        ("a\tb", "control"),
+        (long.as_str(), "512"),
+        ("a::b", "empty segment"),
+        ("a:*", "reserved"),
+    ] {
+        let err = cache.put(key, b"v", Put::default()).unwrap_err();
+        assert!(matches!(err, Error::InvalidKey { .. }), "{key:?}");
+        assert!(err.to_string().contains(rule), "{key:?}: {err}");
+        assert!(matches!(cache.get(key), Err(Error::InvalidKey { .. })));
+    }
+    assert_eq!(cache.stats().unwrap().entries, 0);
+}
+
+#[test]
+fn malformed_patterns_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, _) = open(dir.path());
+    for p in ["", "a::*", "news:**"] {
+        assert!(
+            matches!(cache.invalidate(p), Err(Error::InvalidPattern { .. })),
+            "{p:?}"
+        );
+        assert!(
+            matches!(cache.list(Some(p)), Err(Error::InvalidPattern { .. })),
+            "{p:?}"
+        );
+    }
+}
+
+#[test]
+fn value_larger_than_the_maximum_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, _) = open_with(dir.path(), |c| c.cache.max_value_size.0 = 1000);
+    let err = cache.put("k:1", &[0u8; 1001], Put::default()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::TooLarge {
+                size: 1001,
+                max: 1000
+            }
+        ),
+        "{err}"
+    );
+    assert!(cache.put("k:1", &[0u8; 1000], Put::default()).is_ok());
+}
+
+#[test]
+fn invalidate_prefix_and_segment_wildcards_treat_sql_wildcards_literally() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, _) = open(dir.path());
+    for k in [
+        "news:reuters:1",
+        "news:reuters:2",
+        "news:reutersx:1",
+        "news:a_b:1",
+        "news:aXb:1",
+        "news:A%:1",
+        "odds:g1:2026-11-21",
+        "odds:g2:2026-11-21",
+        "odds:g2:2026-11-22",
+        "odds:g3:x:2026-11-21",
+    ] {
+        cache.put(k, k.as_bytes(), Put::default()).unwrap();
+    }
+    assert_eq!(cache.invalidate("news:reuters:*").unwrap(), 2);
+    assert!(cache.get("news:reutersx:1").unwrap().is_some());
+    assert_eq!(
+        cache.invalidate("news:a_b:*").unwrap(),
+        1,
+        "`_` is not a wildcard"
+    );
+    assert!(cache.get("news:aXb:1").unwrap().is_some());
+    assert_eq!(
+        cache.invalidate("news:a%:*").unwrap(),
+        0,
+        "case-sensitive, `%` literal"
+    );
+    assert_eq!(cache.invalidate("odds:*:2026-11-21").unwrap(), 2);
+    let left: Vec<String> = cache
+        .list(Some("odds:*"))
+        .unwrap()
+        .into_iter()
+        .map(|m| m.key)
+        .collect();
+    assert_eq!(left, ["odds:g2:2026-11-22", "odds:g3:x:2026-11-21"]);
+}
+
+#[test]
+fn an_index_file_that_is_not_sqlite_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("index.sqlite"),
+        b"this is not a database, just text ".repeat(200),
+    )
+    .unwrap();
+    let err = Cache::open(dir.path()).unwrap_err();
+    assert!(matches!(err, Error::Index { .. }), "{err:?}");
+    let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+    assert!(
+        chain.contains("index.sqlite") && chain.contains("not a database"),
+        "{chain}"
+    );
+}
+
+#[test]
+fn an_index_from_a_newer_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Cache::open(dir.path()).unwrap());
+    let conn = rusqlite::Connection::open(dir.path().join("index.sqlite")).unwrap();
+    conn.execute_batch("PRAGMA user_version = 99").unwrap();
+    drop(conn);
+    assert!(matches!(
+        Cache::open(dir.path()),
+        Err(Error::SchemaVersion { found: 99, .. })
+    ));
+}
+
+#[test]
+fn root_is_private_and_files_are_0600() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
+    let (cache, _) = open_with(&root, |c| c.cache.inline_max.0 = 100);
+    cache.put("k:1", &noise(1, 5000), Put::default()).unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&root), 0o700);
+    assert_eq!(mode(&root.join("index.sqlite")), 0o600);
+    assert_eq!(mode(&blob_files(&root)[0]), 0o600);
+}
+
+#[test]
+fn a_loose_root_is_tightened_and_a_foreign_root_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o777)).unwrap();
+    drop(Cache::open(&root).unwrap());
+    assert_eq!(
+        std::fs::metadata(&root).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+
+    if rustix::process::geteuid().is_root() {
+        let foreign = dir.path().join("foreign");
+        std::fs::create_dir(&foreign).unwrap();
+        std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).unwrap();
+        let err = Cache::open(&foreign).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InsecureRoot {
+                    reason: "owned by another user",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn a_root_that_is_a_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("file");
+    std::fs::write(&f, b"x").unwrap();
+    assert!(matches!(Cache::open(&f), Err(Error::InsecureRoot { .. })));
+}
+
+#[test]
+fn stats_count_hits_per_tier_and_class_and_misses() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, clock) = open(dir.path());
+    cache.put("odds:g1:1", b"{}", Put::default()).unwrap();
+    let (fresh_handle, _) = open(dir.path());
+    fresh_handle.get("odds:g1:1").unwrap().unwrap(); // disk (empty L1)
+    fresh_handle.get("odds:g1:1").unwrap().unwrap(); // memory
+    fresh_handle.get("news:x:1").unwrap(); // miss, class news
+    clock.advance(Duration::from_secs(61));
+    cache.get("odds:g1:1").unwrap(); // expired: miss, class odds
+    fresh_handle.flush().unwrap();
+    let s = cache.stats().unwrap();
+    let odds = &s.by_class["odds"];
+    assert_eq!(odds.hits.get("disk"), Some(&1));
+    assert_eq!(odds.hits.get("memory"), Some(&1));
+    assert_eq!(odds.misses, 1);
+    assert_eq!(s.by_class["news"].misses, 1);
+    assert_eq!((s.hits, s.misses), (2, 2));
+    assert!((s.hit_rate - 0.5).abs() < 1e-9);
+    assert_eq!(s.upstream_calls_avoided, 2);
+}
+
+#[test]
+fn reads_are_recorded_in_batches_not_one_write_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, clock) = open(dir.path());
+    cache.put("k:1", b"v", Put::default()).unwrap();
+    clock.advance(Duration::from_millis(100));
+    for _ in 0..3 {
+        cache.get("k:1").unwrap().unwrap();
+    }
+    // Within the 1 s window nothing has been written yet.
+    let m = cache.stat("k:1").unwrap().unwrap();
+    assert_eq!((m.hits, m.last_access), (0, T0));
+    clock.advance(Duration::from_secs(1));
+    cache.get("k:1").unwrap().unwrap(); // window passed: this read flushes
+    let m = cache.stat("k:1").unwrap().unwrap();
+    assert_eq!((m.hits, m.last_access), (4, T0 + 1100));
+}
+
+#[test]
+fn get_many_reads_one_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, _) = open(dir.path());
+    cache.put("a:1", b"1", Put::default()).unwrap();
+    cache.put("a:2", b"2", Put::default()).unwrap();
+    let got = cache.get_many(&["a:1", "a:3", "a:2"]).unwrap();
+    assert_eq!(got, [Some(b"1"[..].into()), None, Some(b"2"[..].into())]);
+    assert!(cache.get_many(&["a:1", "bad::key"]).is_err());
+}
+
+#[test]
+fn refresh_extends_expiry_without_touching_the_blob() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, clock) = open(dir.path());
+    let s = cache
+        .put("news:r:1", b"body", Put::default().etag("\"v1\""))
+        .unwrap();
+    clock.advance(Duration::from_secs(3601));
+    assert_eq!(cache.get("news:r:1").unwrap(), None);
+    assert!(cache
+        .refresh("news:r:1", None, &Put::default().etag("W/\"v2\""))
+        .unwrap());
+    let m = cache.stat("news:r:1").unwrap().unwrap();
+    assert_eq!(m.hash, s.hash);
+    assert_eq!(m.etag.as_deref(), Some("W/\"v2\""));
+    assert_eq!(m.expires_at, T0 + 3_601_000 + 3_600_000);
+    assert_eq!(cache.get("news:r:1").unwrap().unwrap(), &b"body"[..]);
+    assert!(!cache.refresh("news:r:404", None, &Put::default()).unwrap());
+}
+
+#[test]
+fn threads_share_one_cache_and_never_see_torn_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, _) = open_with(dir.path(), |c| c.cache.inline_max.0 = 2048);
+    let value = |t: u64, i: u64| {
+        let mut v = format!("{t}:{i}:").into_bytes();
+        v.extend(noise(t * 1000 + i, 3000 + (i as usize % 3) * 2000));
+        v
+    };
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let cache = cache.clone();
+            s.spawn(move || {
+                for i in 0..200u64 {
+                    let key = format!("k:{}", i % 10);
+                    cache.put(&key, &value(t, i), Put::default()).unwrap();
+                    if let Some(got) = cache.get(&format!("k:{}", (i + 3) % 10)).unwrap() {
+                        let text = String::from_utf8_lossy(&got[..12]).to_string();
+                        let mut parts = text.split(':');
+                        let (a, b) = (parts.next().unwrap(), parts.next().unwrap());
+                        assert_eq!(got[..], value(a.parse().unwrap(), b.parse().unwrap())[..]);
+                    }
+                    if i % 17 == 0 {
+                        cache.delete(&key).unwrap();
+                    }
+                }
+            });
+        }
+    });
+    let report = cache.verify(false, None).unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+}
