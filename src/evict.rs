@@ -20,6 +20,10 @@ use crate::error::{Error, Result};
 use crate::index::{self, totals};
 use crate::stats::names;
 
+/// Temp files younger than this are in-flight writes of some process and
+/// are never collected, whatever grace period a caller asks for.
+pub const TEMP_MIN_AGE: Duration = Duration::from_secs(15 * 60);
+
 /// Entries deleted per write transaction during eviction.
 const CHUNK: usize = 512;
 
@@ -253,8 +257,8 @@ impl Cache {
         Ok(report)
     }
 
-    /// Removes orphan blob files (no index row) and temp files older than
-    /// `cleanup.gc_grace`. An orphan is unlinked only inside a write
+    /// Removes orphan blob files (no index row) older than `cleanup.gc_grace`
+    /// and temp files older than that and at least [`TEMP_MIN_AGE`]. An orphan is unlinked only inside a write
     /// transaction that sees no row for it, so a concurrent writer that
     /// re-uses the blob either commits first (and the file stays) or finds
     /// the file gone inside its own transaction and rewrites it.
@@ -280,12 +284,14 @@ impl Cache {
             .checked_sub(grace)
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let old = |m: &std::fs::Metadata| m.modified().is_ok_and(|t| t <= cutoff);
+        let temp_cutoff = SystemTime::now().checked_sub(grace.max(TEMP_MIN_AGE)).unwrap_or(SystemTime::UNIX_EPOCH);
         let mut report = GcReport::default();
         let root = self.root().to_path_buf();
 
         for e in read_dir(&root.join(TMP_DIR))? {
             let m = e.1;
-            if m.is_file() && old(&m) && std::fs::remove_file(&e.0).is_ok() {
+            let old_temp = m.modified().is_ok_and(|t| t <= temp_cutoff);
+            if m.is_file() && old_temp && std::fs::remove_file(&e.0).is_ok() {
                 report.temp_files_removed += 1;
             }
         }
@@ -478,12 +484,9 @@ impl Cache {
             for (id, hash, stored) in bad {
                 let keys = idx.write(|tx| {
                     let keys = index::keys_of_blob(tx, id).map_err(w)?;
-                    match &stored {
-                        Some(b) => {
-                            store.files.quarantine(&hash, Some(b), now)?;
-                            store.files.remove(&hash)?;
-                        }
-                        None => {}
+                    if let Some(b) = &stored {
+                        store.files.quarantine(&hash, Some(b), now)?;
+                        store.files.remove(&hash)?;
                     }
                     for k in &keys {
                         index::delete_entry(tx, k).map_err(w)?;

@@ -150,6 +150,7 @@ impl Recorder {
 }
 
 /// Counter names (persisted in the index, `|`-separated labels).
+#[allow(dead_code)] // upstream/avoided are written by the fetcher
 pub(crate) mod names {
     pub fn hit(tier: super::Tier, class: &str) -> String {
         format!("hits|{}|{class}", tier.as_str())

@@ -40,8 +40,8 @@ pub fn run(keep: bool, mut config: Config) -> anyhow::Result<()> {
         let key = format!("llm:features:c{c}:2026-11-21");
         let s = cache.put(&key, &feature_vector(c), Put::default())?;
         println!(
-            "  put {key:<34} {:>6} B -> {:>6} B stored  class {:<12} ({})",
-            s.size, s.stored_size, s.class, "raw floats barely compress: stored raw"
+            "  put {key:<34} {:>6} B -> {:>6} B stored  class {:<12} (raw floats barely compress: stored raw)",
+            s.size, s.stored_size, s.class
         );
     }
     let s = cache.put(
