@@ -284,7 +284,9 @@ impl Cache {
             .checked_sub(grace)
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let old = |m: &std::fs::Metadata| m.modified().is_ok_and(|t| t <= cutoff);
-        let temp_cutoff = SystemTime::now().checked_sub(grace.max(TEMP_MIN_AGE)).unwrap_or(SystemTime::UNIX_EPOCH);
+        let temp_cutoff = SystemTime::now()
+            .checked_sub(grace.max(TEMP_MIN_AGE))
+            .unwrap_or(SystemTime::UNIX_EPOCH);
         let mut report = GcReport::default();
         let root = self.root().to_path_buf();
 

@@ -44,6 +44,16 @@ pub struct EntryFields<'a> {
     pub headers: Option<&'a str>,
 }
 
+/// One value of a [`Store::put_many`].
+#[derive(Debug, Clone)]
+pub struct PutItem<'a> {
+    pub key: &'a str,
+    pub value: &'a [u8],
+    /// blake3 of `value`.
+    pub hash: Digest,
+    pub fields: EntryFields<'a>,
+}
+
 /// What a put did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PutOutcome {
@@ -92,82 +102,126 @@ impl Store {
         hash: &Digest,
         f: &EntryFields<'_>,
     ) -> Result<PutOutcome> {
-        // Outside the transaction: encode and write a large blob's file,
+        let item = PutItem {
+            key,
+            value,
+            hash: *hash,
+            fields: f.clone(),
+        };
+        let mut out = self.put_many(std::slice::from_ref(&item))?;
+        Ok(out.pop().unwrap_or(PutOutcome {
+            deduplicated: false,
+            stored_size: 0,
+            freed_bytes: 0,
+        }))
+    }
+
+    /// Stores several values in one write transaction (group commit): all
+    /// or none become visible.
+    ///
+    /// # Errors
+    /// As [`Store::put`]; on error no key changes.
+    pub fn put_many(&self, items: &[PutItem<'_>]) -> Result<Vec<PutOutcome>> {
+        // Outside the transaction: encode and write large blobs' files,
         // unless the content is already stored (dedup costs one lookup).
-        let known = self.index.read(|c| index::find_blob(c, hash))?;
-        let mut encoded = None;
-        if known.is_none() {
-            let e = self.encode(value);
-            if self.is_file(&e) {
-                self.files.write(hash, &e.bytes)?;
+        let known: Vec<bool> = self.index.read(|c| {
+            items
+                .iter()
+                .map(|it| Ok(index::find_blob(c, &it.hash)?.is_some()))
+                .collect()
+        })?;
+        let mut encoded: Vec<Option<Encoded>> = Vec::with_capacity(items.len());
+        for (it, known) in items.iter().zip(known) {
+            if known {
+                encoded.push(None);
+                continue;
             }
-            encoded = Some(e);
+            let e = self.encode(it.value);
+            if self.is_file(&e) {
+                self.files.write(&it.hash, &e.bytes)?;
+            }
+            encoded.push(Some(e));
         }
         self.index.write(|tx| {
-            let mut out = PutOutcome {
-                deduplicated: false,
-                stored_size: 0,
-                freed_bytes: 0,
-            };
-            let blob_id = match index::find_blob(tx, hash).map_err(|e| self.index.wrap(e))? {
-                Some(b) => {
-                    // A collector may have unlinked the file after our check;
-                    // inside the write lock, make sure it is there.
-                    if b.is_file && !self.files.exists(hash) {
-                        let e = encoded.get_or_insert_with(|| self.encode(value));
-                        self.files.write(hash, &e.bytes)?;
-                    }
-                    index::add_ref(tx, b.id).map_err(|e| self.index.wrap(e))?;
-                    out.deduplicated = true;
-                    out.stored_size = b.stored_size;
-                    b.id
-                }
-                None => {
-                    let e = encoded.get_or_insert_with(|| self.encode(value));
-                    let is_file = e.bytes.len() as u64 > self.inline_max;
-                    if is_file && !self.files.exists(hash) {
-                        self.files.write(hash, &e.bytes)?;
-                    }
-                    out.stored_size = e.bytes.len() as u64;
-                    let inline = (!is_file).then_some(&e.bytes[..]);
-                    index::insert_blob(
-                        tx,
-                        hash,
-                        value.len() as u64,
-                        e.codec,
-                        out.stored_size,
-                        inline,
-                        f.created_at,
-                    )
-                    .map_err(|e| self.index.wrap(e))?
-                }
-            };
-            let previous = index::entry_blob(tx, key).map_err(|e| self.index.wrap(e))?;
-            index::upsert_entry(
-                tx,
-                &NewEntry {
-                    key,
-                    blob_id,
-                    class: f.class,
-                    created_at: f.created_at,
-                    expires_at: f.expires_at,
-                    etag: f.etag,
-                    last_modified: f.last_modified,
-                    headers: f.headers,
-                },
-            )
-            .map_err(|e| self.index.wrap(e))?;
-            let mut logical = value.len() as i64;
-            match previous {
-                Some((old_blob, old_size)) => {
-                    logical -= old_size as i64;
-                    out.freed_bytes = self.release(tx, old_blob)?;
-                }
-                None => index::bump(tx, totals::ENTRIES, 1).map_err(|e| self.index.wrap(e))?,
-            }
-            index::bump(tx, totals::LOGICAL_BYTES, logical).map_err(|e| self.index.wrap(e))?;
-            Ok(out)
+            items
+                .iter()
+                .zip(encoded.iter_mut())
+                .map(|(it, e)| self.put_in(tx, it, e))
+                .collect()
         })
+    }
+
+    fn put_in(
+        &self,
+        tx: &Connection,
+        it: &PutItem<'_>,
+        encoded: &mut Option<Encoded>,
+    ) -> Result<PutOutcome> {
+        let w = |e| self.index.wrap(e);
+        let (key, value, hash, f) = (it.key, it.value, &it.hash, &it.fields);
+        let mut out = PutOutcome {
+            deduplicated: false,
+            stored_size: 0,
+            freed_bytes: 0,
+        };
+        let blob_id = match index::find_blob(tx, hash).map_err(w)? {
+            Some(b) => {
+                // A collector may have unlinked the file after our check;
+                // inside the write lock, make sure it is there.
+                if b.is_file && !self.files.exists(hash) {
+                    let e = encoded.get_or_insert_with(|| self.encode(value));
+                    self.files.write(hash, &e.bytes)?;
+                }
+                index::add_ref(tx, b.id).map_err(w)?;
+                out.deduplicated = true;
+                out.stored_size = b.stored_size;
+                b.id
+            }
+            None => {
+                let e = encoded.get_or_insert_with(|| self.encode(value));
+                let is_file = e.bytes.len() as u64 > self.inline_max;
+                if is_file && !self.files.exists(hash) {
+                    self.files.write(hash, &e.bytes)?;
+                }
+                out.stored_size = e.bytes.len() as u64;
+                let inline = (!is_file).then_some(&e.bytes[..]);
+                index::insert_blob(
+                    tx,
+                    hash,
+                    value.len() as u64,
+                    e.codec,
+                    out.stored_size,
+                    inline,
+                    f.created_at,
+                )
+                .map_err(w)?
+            }
+        };
+        let previous = index::entry_blob(tx, key).map_err(w)?;
+        index::upsert_entry(
+            tx,
+            &NewEntry {
+                key,
+                blob_id,
+                class: f.class,
+                created_at: f.created_at,
+                expires_at: f.expires_at,
+                etag: f.etag,
+                last_modified: f.last_modified,
+                headers: f.headers,
+            },
+        )
+        .map_err(w)?;
+        let mut logical = value.len() as i64;
+        match previous {
+            Some((old_blob, old_size)) => {
+                logical -= old_size as i64;
+                out.freed_bytes = self.release(tx, old_blob)?;
+            }
+            None => index::bump(tx, totals::ENTRIES, 1).map_err(w)?,
+        }
+        index::bump(tx, totals::LOGICAL_BYTES, logical).map_err(w)?;
+        Ok(out)
     }
 
     /// Removes the entries for `keys` in one transaction; returns how many existed.

@@ -46,27 +46,67 @@ fn stderr(o: &Output) -> String {
 fn put_get_stat_ls_rm_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let o = fc_stdin(root, &["put", "odds:g1:1700000000", "--etag", "\"abc\""], Some(b"{\"home\":-110}"));
+    let o = fc_stdin(
+        root,
+        &["put", "odds:g1:1700000000", "--etag", "\"abc\""],
+        Some(b"{\"home\":-110}"),
+    );
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let file = dir.path().join("value.bin");
     std::fs::write(&file, b"feature bytes").unwrap();
-    let o = fc(root, &["put", "llm:features:c1:2026-11-21", file.to_str().unwrap(), "--ttl", "90s"]);
+    let o = fc(
+        root,
+        &[
+            "put",
+            "llm:features:c1:2026-11-21",
+            file.to_str().unwrap(),
+            "--ttl",
+            "90s",
+        ],
+    );
     assert_eq!(code(&o), 0, "{}", stderr(&o));
 
     let o = fc(root, &["get", "odds:g1:1700000000"]);
-    assert_eq!((code(&o), o.stdout.as_slice()), (0, &b"{\"home\":-110}"[..]));
+    assert_eq!(
+        (code(&o), o.stdout.as_slice()),
+        (0, &b"{\"home\":-110}"[..])
+    );
     let out = dir.path().join("out.bin");
-    let o = fc(root, &["get", "llm:features:c1:2026-11-21", "-o", out.to_str().unwrap()]);
+    let o = fc(
+        root,
+        &[
+            "get",
+            "llm:features:c1:2026-11-21",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    );
     assert_eq!(code(&o), 0);
     assert_eq!(std::fs::read(&out).unwrap(), b"feature bytes");
 
     let o = fc(root, &["stat", "odds:g1:1700000000", "--json"]);
     assert_eq!(code(&o), 0);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    for field in ["key", "hash", "class", "size", "stored_size", "created_at", "expires_at", "etag", "last_modified", "hits", "last_access", "freshness"] {
+    for field in [
+        "key",
+        "hash",
+        "class",
+        "size",
+        "stored_size",
+        "created_at",
+        "expires_at",
+        "etag",
+        "last_modified",
+        "hits",
+        "last_access",
+        "freshness",
+    ] {
         assert!(v.get(field).is_some(), "stat --json lacks {field}: {v}");
     }
-    assert_eq!(v["hash"], blake3::hash(b"{\"home\":-110}").to_hex().as_str());
+    assert_eq!(
+        v["hash"],
+        blake3::hash(b"{\"home\":-110}").to_hex().as_str()
+    );
     assert_eq!(v["class"], "odds");
     assert_eq!(v["etag"], "\"abc\"");
     assert_eq!(v["freshness"], "fresh");
@@ -106,7 +146,10 @@ fn a_bad_config_names_the_file_and_field() {
     let o = fc(dir.path(), &["--config", cfg.to_str().unwrap(), "stats"]);
     assert_eq!(code(&o), 2);
     let e = stderr(&o);
-    assert!(e.contains("bad.yml") && e.contains("classes.odds.ttl") && e.contains("negative"), "{e}");
+    assert!(
+        e.contains("bad.yml") && e.contains("classes.odds.ttl") && e.contains("negative"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -133,12 +176,22 @@ fn invalidate_and_stats_json() {
 fn guard_exits_3_with_every_stale_signal() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    assert_eq!(code(&fc_stdin(root, &["put", "odds:g1:1", "--ttl", "1ms"], Some(b"1"))), 0);
+    assert_eq!(
+        code(&fc_stdin(
+            root,
+            &["put", "odds:g1:1", "--ttl", "1ms"],
+            Some(b"1")
+        )),
+        0
+    );
     assert_eq!(code(&fc_stdin(root, &["put", "news:r:1"], Some(b"2"))), 0);
     std::thread::sleep(std::time::Duration::from_millis(5)); // the CLI uses the wall clock
     let o = fc(root, &["guard", "news:r:1"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    let o = fc(root, &["guard", "news:r:1", "odds:g1:1", "odds:g9:*", "--json"]);
+    let o = fc(
+        root,
+        &["guard", "news:r:1", "odds:g1:1", "odds:g9:*", "--json"],
+    );
     assert_eq!(code(&o), 3);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let refused = v["refused"].as_array().unwrap();
@@ -155,7 +208,10 @@ fn verify_exits_4_on_corruption_and_repair_cleans() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let big = common::noise(5, 200_000);
-    assert_eq!(code(&fc_stdin(root, &["put", "llm:features:c1:d"], Some(&big))), 0);
+    assert_eq!(
+        code(&fc_stdin(root, &["put", "llm:features:c1:d"], Some(&big))),
+        0
+    );
     assert_eq!(code(&fc(root, &["verify"])), 0);
     let f = &common::blob_files(root)[0];
     let mut b = std::fs::read(f).unwrap();
@@ -177,12 +233,18 @@ fn evict_and_gc_report_json() {
     let root = dir.path();
     for i in 0..20 {
         let v = common::noise(i, 100_000);
-        assert_eq!(code(&fc_stdin(root, &["put", &format!("k:{i}")], Some(&v))), 0);
+        assert_eq!(
+            code(&fc_stdin(root, &["put", &format!("k:{i}")], Some(&v))),
+            0
+        );
     }
     let o = fc(root, &["evict", "--max-size", "1MiB", "--json"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert!(r["bytes_after"].as_u64().unwrap() <= r["low_watermark_bytes"].as_u64().unwrap(), "{r}");
+    assert!(
+        r["bytes_after"].as_u64().unwrap() <= r["low_watermark_bytes"].as_u64().unwrap(),
+        "{r}"
+    );
     assert!(r["entries_removed"].as_u64().unwrap() >= 10);
     let o = fc(root, &["gc", "--grace", "0s", "--json"]);
     assert_eq!(code(&o), 0);
@@ -193,10 +255,21 @@ fn evict_and_gc_report_json() {
 #[test]
 fn demo_runs_on_the_embedded_default() {
     let dir = tempfile::tempdir().unwrap();
-    let o = Command::new(BIN).arg("demo").env("TMPDIR", dir.path()).output().unwrap();
+    let o = Command::new(BIN)
+        .arg("demo")
+        .env("TMPDIR", dir.path())
+        .output()
+        .unwrap();
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let out = stdout(&o);
-    for needle in ["deduplicated: true", "miss (expired)", "REFUSED", "invalidate news:reuters:*", "removed", "hit rate"] {
+    for needle in [
+        "deduplicated: true",
+        "miss (expired)",
+        "REFUSED",
+        "invalidate news:reuters:*",
+        "removed",
+        "hit rate",
+    ] {
         assert!(out.contains(needle), "demo output lacks {needle:?}:\n{out}");
     }
 }

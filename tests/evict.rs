@@ -167,10 +167,17 @@ fn gc_removes_old_orphans_and_temp_files_but_not_live_blobs() {
     let in_flight = dir.path().join("tmp").join("in-flight.tmp");
     std::fs::write(&in_flight, b"being written").unwrap();
     let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
-    std::fs::File::options().write(true).open(&crashed).unwrap().set_modified(an_hour_ago).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&crashed)
+        .unwrap()
+        .set_modified(an_hour_ago)
+        .unwrap();
     std::fs::write(dir.path().join("blobs-v1").join("README"), b"not ours").unwrap();
 
-    let young = cache.gc_with(Some(Duration::from_secs(3 * 3600)), None).unwrap();
+    let young = cache
+        .gc_with(Some(Duration::from_secs(3 * 3600)), None)
+        .unwrap();
     assert_eq!(
         (young.orphan_files_removed, young.temp_files_removed),
         (0, 0),

@@ -23,8 +23,17 @@ fn value(worker: u64, key: u64, version: u64) -> Vec<u8> {
 
 fn check(bytes: &[u8]) {
     let head = String::from_utf8_lossy(&bytes[..32]).to_string();
-    let f: Vec<u64> = head.trim().split(':').filter(|s| !s.is_empty()).map(|s| s.parse().unwrap()).collect();
-    assert_eq!(bytes, &value(f[0], f[1], f[2])[..], "torn or mismatched value for {head}");
+    let f: Vec<u64> = head
+        .trim()
+        .split(':')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap())
+        .collect();
+    assert_eq!(
+        bytes,
+        &value(f[0], f[1], f[2])[..],
+        "torn or mismatched value for {head}"
+    );
 }
 
 fn open(root: &Path) -> Cache {
@@ -40,17 +49,25 @@ fn open(root: &Path) -> Cache {
 fn worker() {
     let spec = std::env::var("FC_WORKER").expect("FC_WORKER names the role");
     let parts: Vec<&str> = spec.split(',').collect();
-    let (role, root, id, rounds): (&str, &Path, u64, u64) =
-        (parts[0], Path::new(parts[1]), parts[2].parse().unwrap(), parts[3].parse().unwrap());
+    let (role, root, id, rounds): (&str, &Path, u64, u64) = (
+        parts[0],
+        Path::new(parts[1]),
+        parts[2].parse().unwrap(),
+        parts[3].parse().unwrap(),
+    );
     let cache = open(root);
     match role {
         "writer" => {
             for round in 0..rounds {
                 for key in 0..20u64 {
                     let k = format!("w{id}:k{key}");
-                    cache.put(&k, &value(id, key, round), Put::default()).unwrap();
+                    cache
+                        .put(&k, &value(id, key, round), Put::default())
+                        .unwrap();
                     // Same content under a shared key: exercises dedup re-use.
-                    cache.put(&format!("shared:k{key}"), &value(9, key, 0), Put::default()).unwrap();
+                    cache
+                        .put(&format!("shared:k{key}"), &value(9, key, 0), Put::default())
+                        .unwrap();
                     let other = format!("w{}:k{}", 1 - id.min(1), (key + 5) % 20);
                     if let Some(b) = cache.get(&other).unwrap() {
                         check(&b);
@@ -62,7 +79,13 @@ fn worker() {
             }
             // Final state: every key written once more with a final version.
             for key in 0..20u64 {
-                cache.put(&format!("w{id}:k{key}"), &value(id, key, 1_000_000), Put::default()).unwrap();
+                cache
+                    .put(
+                        &format!("w{id}:k{key}"),
+                        &value(id, key, 1_000_000),
+                        Put::default(),
+                    )
+                    .unwrap();
             }
         }
         "janitor" => {
@@ -82,8 +105,17 @@ fn worker() {
 
 fn spawn(role: &str, root: &Path, id: u64, rounds: u64) -> std::process::Child {
     Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "worker", "--ignored", "--nocapture", "--test-threads=1"])
-        .env("FC_WORKER", format!("{role},{},{id},{rounds}", root.display()))
+        .args([
+            "--exact",
+            "worker",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(
+            "FC_WORKER",
+            format!("{role},{},{id},{rounds}", root.display()),
+        )
         .spawn()
         .unwrap()
 }
@@ -99,7 +131,10 @@ fn two_writer_processes_lose_nothing_and_never_read_torn_values() {
     let cache = open(dir.path());
     for id in 0..2u64 {
         for key in 0..20u64 {
-            let got = cache.get(&format!("w{id}:k{key}")).unwrap().expect("final write present");
+            let got = cache
+                .get(&format!("w{id}:k{key}"))
+                .unwrap()
+                .expect("final write present");
             assert_eq!(got[..], value(id, key, 1_000_000)[..]);
         }
     }
@@ -121,7 +156,11 @@ fn a_writer_beside_an_evict_and_gc_loop_ends_clean() {
     let mut present = 0;
     for key in 0..20u64 {
         if let Some(got) = cache.get(&format!("w0:k{key}")).unwrap() {
-            assert_eq!(got[..], value(0, key, 1_000_000)[..], "a present key holds its last write");
+            assert_eq!(
+                got[..],
+                value(0, key, 1_000_000)[..],
+                "a present key holds its last write"
+            );
             present += 1;
         }
     }

@@ -509,3 +509,37 @@ fn threads_share_one_cache_and_never_see_torn_values() {
     let report = cache.verify(false, None).unwrap();
     assert!(report.is_clean(), "{:?}", report.problems);
 }
+
+#[test]
+fn put_many_is_all_or_nothing_and_deduplicates_within_the_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, _) = open_with(dir.path(), |c| c.cache.inline_max.0 = 1024);
+    let v = noise(1, 5000);
+    let bad: Vec<(&str, &[u8], Put)> = vec![
+        ("news:a:1", b"one", Put::default()),
+        ("news::2", b"two", Put::default()),
+    ];
+    assert!(matches!(
+        cache.put_many(&bad),
+        Err(Error::InvalidKey { .. })
+    ));
+    assert_eq!(
+        cache.stats().unwrap().entries,
+        0,
+        "nothing of a failed batch is stored"
+    );
+    let good: Vec<(&str, &[u8], Put)> = vec![
+        ("news:a:1", &v, Put::default()),
+        ("news:a:2", &v, Put::default()),
+        ("odds:g:1", b"{}", Put::default()),
+    ];
+    let out = cache.put_many(&good).unwrap();
+    assert_eq!(
+        out.iter().map(|s| s.deduplicated).collect::<Vec<_>>(),
+        [false, true, false]
+    );
+    assert_eq!(out[2].class, "odds");
+    assert_eq!(blob_files(dir.path()).len(), 1);
+    assert_eq!(cache.get("news:a:2").unwrap().unwrap(), v);
+    assert!(cache.verify(false, None).unwrap().is_clean());
+}
