@@ -39,6 +39,7 @@ pub(crate) struct Inner {
     pub(crate) l1: moka::sync::Cache<Digest, Bytes>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) recorder: Recorder,
+    pub(crate) latency: crate::metrics::Latency,
 }
 
 impl Drop for Inner {
@@ -250,6 +251,7 @@ impl CacheBuilder {
                 l1,
                 clock: self.clock,
                 recorder: Recorder::new(window),
+                latency: Default::default(),
             }),
         })
     }
@@ -358,7 +360,9 @@ impl Cache {
     /// # Ok::<(), freshcache::Error>(())
     /// ```
     pub fn put(&self, key: &str, value: &[u8], opts: Put) -> Result<Stored> {
+        let start = std::time::Instant::now();
         let mut out = self.put_many(&[(key, value, opts)])?;
+        self.inner.latency.put.observe(start.elapsed());
         Ok(out.pop().expect("one item in, one out"))
     }
 
@@ -454,9 +458,26 @@ impl Cache {
     /// [`Error::InvalidKey`] or a storage error. A corrupt blob is not an
     /// error: it is quarantined and the get is a miss.
     pub fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        let start = std::time::Instant::now();
         let key = Key::new(key)?;
         let now = self.now();
-        Ok(self.read(&key, now, false)?.map(|(_, b)| b))
+        let out = self.read(&key, now, false)?.map(|(_, b)| b);
+        self.inner.latency.get.observe(start.elapsed());
+        Ok(out)
+    }
+
+    /// The cache's metrics in Prometheus text format (counters shared by
+    /// every process on the root, latency histograms of this process).
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn metrics(&self) -> Result<crate::metrics::Exposition> {
+        let stats = self.stats()?;
+        Ok(crate::metrics::render(
+            &stats,
+            self.disk_bytes()?,
+            &self.inner.latency,
+        ))
     }
 
     /// Deserialises the fresh value of `key` from JSON.

@@ -37,6 +37,7 @@ pub mod evict;
 pub mod guard;
 pub mod index;
 mod key;
+pub mod metrics;
 pub mod policy;
 pub mod stats;
 pub mod store;

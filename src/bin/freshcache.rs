@@ -84,6 +84,9 @@ enum Cmd {
     Stats {
         #[arg(long)]
         json: bool,
+        /// Print Prometheus text exposition instead.
+        #[arg(long, conflicts_with = "json")]
+        prometheus: bool,
     },
     /// Refuse unless every signal is fresh (exit 3 otherwise).
     Guard {
@@ -303,9 +306,11 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
             }
             Ok(Status::Ok)
         }
-        Cmd::Stats { json } => {
+        Cmd::Stats { json, prometheus } => {
             let s = cache.stats()?;
-            if json {
+            if prometheus {
+                print!("{}", cache.metrics()?.finish());
+            } else if json {
                 print_json(&s)?;
             } else {
                 print_stats(&s, &cache.config());

@@ -74,3 +74,21 @@ pub fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
 pub fn blob_files(root: &Path) -> Vec<std::path::PathBuf> {
     files_under(&root.join("blobs-v1"))
 }
+
+/// Path of an external tool the tests use (nginx, redis-server, promtool).
+/// Missing: `None` with a skip line, or a panic under CI, where `.ci/run`
+/// installs it and a silent skip would hide a broken install.
+pub fn tool(name: &str) -> Option<std::path::PathBuf> {
+    let found = ["/usr/sbin", "/usr/bin", "/usr/local/bin", "/usr/local/sbin"]
+        .iter()
+        .map(|d| std::path::Path::new(d).join(name))
+        .find(|p| p.exists());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{name} is required under CI (scripts/test installs it)"
+        );
+        eprintln!("SKIPPED: {name} not installed (scripts/test installs it)");
+    }
+    found
+}
