@@ -25,6 +25,7 @@ pub struct Config {
     pub fetch: FetchConfig,
     #[serde(default)]
     pub feeds: Vec<FeedConfig>,
+    pub daemon: DaemonConfig,
 }
 
 /// `cache:` — where and how blobs are stored.
@@ -112,6 +113,34 @@ pub struct FeedConfig {
     pub name: String,
     pub url: String,
     pub every: Dur,
+    #[serde(default)]
+    pub class: Option<String>,
+}
+
+/// `daemon:` — `freshcache run`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Address of `/metrics`, `/healthz`, `/v1/stats` (`--listen` overrides).
+    pub listen: std::net::SocketAddr,
+    /// How often stored bytes are compared with the high watermark.
+    pub size_check: Dur,
+    /// On SIGTERM, in-flight fetches get this long before they are cancelled.
+    pub shutdown_grace: Dur,
+    /// Warm-up requests in flight at once.
+    pub warm_concurrency: usize,
+    /// Loaded on start: a URL fetched into `key`, or a key for the loader.
+    #[serde(default)]
+    pub warm: Vec<WarmItem>,
+}
+
+/// One warm-up item.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WarmItem {
+    pub key: String,
+    #[serde(default)]
+    pub url: Option<String>,
     #[serde(default)]
     pub class: Option<String>,
 }
@@ -271,6 +300,51 @@ impl Config {
                     return err(
                         &format!("feeds[{i}].class"),
                         &format!("unknown class `{class}`"),
+                    );
+                }
+            }
+            if feed.every.0.is_zero() {
+                return err(&format!("feeds[{i}].every"), "must be greater than zero");
+            }
+            if self.feeds[..i].iter().any(|f| f.name == feed.name) {
+                return err(&format!("feeds[{i}].name"), "duplicate feed name");
+            }
+        }
+        self.validate_daemon()
+    }
+
+    fn validate_daemon(&self) -> std::result::Result<(), (String, String)> {
+        let err = |f: &str, r: String| Err((f.to_string(), r));
+        if let Err(e) = self.cleanup.interval.parse::<croner::Cron>() {
+            return err(
+                "cleanup.interval",
+                format!("invalid cron expression ({e}); e.g. \"0 2 * * *\""),
+            );
+        }
+        let d = &self.daemon;
+        if d.size_check.0.is_zero() {
+            return err("daemon.size_check", "must be greater than zero".into());
+        }
+        if d.warm_concurrency == 0 {
+            return err("daemon.warm_concurrency", "must be at least 1".into());
+        }
+        for (i, w) in d.warm.iter().enumerate() {
+            if let Err(e) = crate::Key::new(w.key.as_str()) {
+                return err(&format!("daemon.warm[{i}].key"), e.to_string());
+            }
+            if let Some(url) = &w.url {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return err(
+                        &format!("daemon.warm[{i}].url"),
+                        "must be an http:// or https:// URL".into(),
+                    );
+                }
+            }
+            if let Some(class) = &w.class {
+                if !self.classes.contains_key(class) {
+                    return err(
+                        &format!("daemon.warm[{i}].class"),
+                        format!("unknown class `{class}`"),
                     );
                 }
             }
@@ -576,6 +650,22 @@ mod tests {
                 "ratio",
             ),
             ("cache: [\n", "line", ""),
+            (
+                "cleanup:\n  interval: 'every night'\n",
+                "cleanup.interval",
+                "cron",
+            ),
+            (
+                "feeds:\n  - { name: r, url: 'http://x', every: 5m }\n  - { name: r, url: 'http://y', every: 5m }\n",
+                "feeds[1].name",
+                "duplicate",
+            ),
+            ("daemon:\n  listen: nowhere\n", "daemon.listen", ""),
+            (
+                "daemon:\n  warm: [{ key: 'a::b' }]\n",
+                "daemon.warm[0].key",
+                "",
+            ),
         ];
         for (yaml, field, reason) in cases {
             let err = Config::from_layers(Some(("bad.yml".into(), yaml)), env(&[])).unwrap_err();

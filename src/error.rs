@@ -40,6 +40,13 @@ pub enum Error {
     /// The cache root is unsafe to use (owned by another user, or not a directory).
     #[error("refusing cache root {path}: {reason}")]
     InsecureRoot { path: PathBuf, reason: &'static str },
+    /// The daemon could not listen on its address.
+    #[error("cannot listen on {addr}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     /// A blob failed hash verification; it has been quarantined.
     #[error("blob {expected} failed verification")]
     Corrupt { expected: Digest },

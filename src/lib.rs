@@ -32,6 +32,7 @@ pub mod blob;
 mod cache;
 pub mod clock;
 pub mod config;
+pub mod daemon;
 mod error;
 pub mod evict;
 pub mod guard;

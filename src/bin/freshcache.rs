@@ -121,6 +121,12 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The daemon: feed refresh, scheduled eviction, hot reload, /metrics.
+    Run {
+        /// Serve /metrics, /healthz and /v1/stats here (default daemon.listen).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
     /// A tour: features, odds and news stored, expired, guarded, evicted.
     Demo {
         /// Keep the demo's cache directory.
@@ -145,14 +151,20 @@ enum Status {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The daemon logs a line per feed refresh and eviction pass by default.
+    let default_filter = if matches!(cli.cmd, Cmd::Run { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     match run(cli) {
         Ok(Status::Ok) => ExitCode::SUCCESS,
         Ok(Status::Miss) => ExitCode::from(1),
@@ -202,6 +214,9 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
     }
     let config = load_config(&cli)?;
     let cache = Cache::with_config(config)?;
+    if let Cmd::Run { listen } = cli.cmd {
+        return run_daemon(cache, cli.config, listen).map(|()| Status::Ok);
+    }
     match cli.cmd {
         Cmd::Put {
             key,
@@ -455,8 +470,32 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
                 Status::Code(4)
             })
         }
-        Cmd::Demo { .. } => unreachable!("handled above"),
+        Cmd::Demo { .. } | Cmd::Run { .. } => unreachable!("handled above"),
     }
+}
+
+/// `freshcache run`: prints `listening on http://ADDR` once bound, then
+/// runs until SIGTERM/SIGINT (exit 0).
+fn run_daemon(
+    cache: Cache,
+    config_path: Option<PathBuf>,
+    listen: Option<std::net::SocketAddr>,
+) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    rt.block_on(async {
+        let options = freshcache::daemon::Options {
+            config_path,
+            listen,
+        };
+        let daemon = freshcache::daemon::Daemon::bind(cache, options).await?;
+        println!("listening on http://{}", daemon.local_addr()?);
+        std::io::stdout().flush()?;
+        daemon.run(freshcache::daemon::shutdown_signal()).await?;
+        Ok(())
+    })
 }
 
 fn read_stdin() -> anyhow::Result<Vec<u8>> {

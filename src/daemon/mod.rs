@@ -1,0 +1,410 @@
+//! `freshcache run`: the daemon. One loop owns the [`Schedule`] and starts
+//! what is due (feed refreshes as tasks, eviction on a blocking thread, at
+//! most one of each per feed / one pass at a time), applies validated
+//! config changes from the watcher, and on shutdown lets in-flight work
+//! finish within `daemon.shutdown_grace`, cancels the rest, and flushes
+//! the batched access records. The HTTP endpoints run beside it.
+
+pub mod http;
+mod reload;
+pub mod schedule;
+mod source;
+mod upstream;
+mod warm;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::cache::Cache;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::evict::EvictionReport;
+use http::Shared;
+pub use schedule::{Due, Job, Schedule};
+pub use source::{warm_key, FeedSource, Outcome, Refresh};
+pub use upstream::HttpSource;
+
+/// The longest the loop sleeps, so a wall-clock jump is noticed.
+const MAX_SLEEP: Duration = Duration::from_secs(30);
+
+/// How `run` was asked to start.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The config file to watch (none: no hot reload).
+    pub config_path: Option<PathBuf>,
+    /// Overrides `daemon.listen`.
+    pub listen: Option<SocketAddr>,
+}
+
+/// A bound daemon, ready to run.
+#[derive(Debug)]
+pub struct Daemon {
+    cache: Cache,
+    listener: tokio::net::TcpListener,
+    options: Options,
+}
+
+/// Binds and runs until SIGTERM or SIGINT.
+///
+/// # Errors
+/// See [`Daemon::bind`] and [`Daemon::run_with`].
+pub async fn run(cache: Cache, options: Options) -> Result<()> {
+    let daemon = Daemon::bind(cache, options).await?;
+    let source = HttpSource::new(&daemon.cache)?;
+    daemon.run_with(source, shutdown_signal()).await
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = term => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+    }
+}
+
+impl Daemon {
+    /// Binds the HTTP listener (`options.listen`, else `daemon.listen`).
+    ///
+    /// # Errors
+    /// [`Error::Listen`] if the address cannot be bound.
+    pub async fn bind(cache: Cache, options: Options) -> Result<Daemon> {
+        let addr = options.listen.unwrap_or(cache.config().daemon.listen);
+        if !addr.ip().is_loopback() {
+            tracing::warn!(%addr, "listening beyond loopback: the endpoints have no authentication");
+        }
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Listen { addr, source })?;
+        Ok(Daemon {
+            cache,
+            listener,
+            options,
+        })
+    }
+
+    /// The address the endpoints are served on.
+    ///
+    /// # Errors
+    /// [`Error::Listen`] if the socket cannot say.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        let addr = self
+            .options
+            .listen
+            .unwrap_or(self.cache.config().daemon.listen);
+        self.listener
+            .local_addr()
+            .map_err(|source| Error::Listen { addr, source })
+    }
+
+    /// Runs with the built-in HTTP source until `shutdown` resolves.
+    ///
+    /// # Errors
+    /// As [`Daemon::run_with`].
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+        let source = HttpSource::new(&self.cache)?;
+        self.run_with(source, shutdown).await
+    }
+
+    /// Runs with `source` until `shutdown` resolves, then stops cleanly.
+    ///
+    /// # Errors
+    /// An invalid cron expression, an unwatchable config file, or a
+    /// storage error while flushing on the way out.
+    pub async fn run_with<S: FeedSource>(
+        self,
+        source: S,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<()> {
+        let Daemon {
+            cache,
+            listener,
+            options,
+        } = self;
+        let config = cache.config();
+        let mut schedule = Schedule::new(&config, cache.now()).map_err(|reason| Error::Config {
+            source_name: "runtime config".into(),
+            field: "cleanup.interval".into(),
+            reason,
+        })?;
+        let shared = Arc::new(Shared {
+            cache: cache.clone(),
+            metrics: Default::default(),
+        });
+        let source = Arc::new(source);
+        let (stop_tx, stop_rx) = watch::channel(false);
+
+        let mut server_stop = stop_rx.clone();
+        let server = axum::serve(listener, http::router(shared.clone())).with_graceful_shutdown(
+            async move {
+                let _ = server_stop.wait_for(|s| *s).await;
+            },
+        );
+        let server = tokio::spawn(async move {
+            if let Err(e) = server.await {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+
+        let (config_tx, mut config_rx) = mpsc::channel::<Config>(4);
+        let _watcher = match &options.config_path {
+            Some(p) => Some(reload::watch(p, shared.clone(), config_tx)?),
+            None => None,
+        };
+
+        let warm = tokio::spawn(warm::warm(
+            source.clone(),
+            config.daemon.warm.clone(),
+            config.daemon.warm_concurrency,
+            shared.clone(),
+        ));
+        tracing::info!(
+            feeds = config.feeds.len(),
+            cleanup = %config.cleanup.interval,
+            max_size = config.cache.max_size.0,
+            root = %cache.root().display(),
+            "daemon started"
+        );
+
+        let mut jobs = Jobs {
+            shared: shared.clone(),
+            source,
+            fetches: JoinSet::new(),
+            in_flight: HashSet::new(),
+            evictions: JoinSet::new(),
+            alerts: None,
+        };
+        tokio::pin!(shutdown);
+        loop {
+            for due in schedule.take_due(cache.now()) {
+                shared.metrics.lag(due.job.kind(), due.lag_ms);
+                jobs.start(due.job);
+            }
+            let wait_ms = (schedule.next_wake() - cache.now()).max(0) as u64;
+            let wait = Duration::from_millis(wait_ms).min(MAX_SLEEP);
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = tokio::time::sleep(wait) => {}
+                Some(new) = config_rx.recv() => apply(&shared, &mut schedule, new),
+                Some(done) = jobs.fetches.join_next(), if !jobs.fetches.is_empty() => {
+                    jobs.fetched(done);
+                }
+                Some(done) = jobs.evictions.join_next(), if !jobs.evictions.is_empty() => {
+                    jobs.evicted(done);
+                }
+            }
+        }
+
+        // Shutdown: stop serving and warming, give in-flight work the grace
+        // period, cancel what is left, flush.
+        let _ = stop_tx.send(true);
+        warm.abort();
+        let grace = cache.config().daemon.shutdown_grace.0;
+        let drained = tokio::time::timeout(grace, async {
+            while let Some(done) = jobs.fetches.join_next().await {
+                jobs.fetched(done);
+            }
+            while let Some(done) = jobs.evictions.join_next().await {
+                jobs.evicted(done);
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                fetches = jobs.fetches.len(),
+                grace_ms = grace.as_millis() as u64,
+                "shutdown grace over: cancelling in-flight work"
+            );
+            jobs.fetches.abort_all();
+        }
+        let _ = tokio::time::timeout(grace, server).await;
+        let flushed = tokio::task::spawn_blocking(move || cache.flush()).await;
+        match flushed {
+            Ok(r) => r?,
+            Err(e) => tracing::error!(error = %e, "flush task failed"),
+        }
+        tracing::info!("daemon stopped");
+        Ok(())
+    }
+}
+
+/// Applies a validated config: classes, TTLs and size cap in the cache,
+/// feeds and cron in the schedule.
+fn apply(shared: &Shared, schedule: &mut Schedule, new: Config) {
+    match schedule.apply(&new, shared.cache.now()) {
+        Ok(changes) => {
+            shared.cache.set_config(new);
+            shared.metrics.reloads.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                added = ?changes.feeds_added,
+                removed = ?changes.feeds_removed,
+                changed = ?changes.feeds_changed,
+                cron_changed = changes.cron_changed,
+                "config reloaded"
+            );
+        }
+        Err(reason) => {
+            shared.metrics.reload_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(%reason, "config change rejected; the old config stays in force");
+        }
+    }
+}
+
+type Fetched = (String, Result<Refresh>);
+type Evicted = (&'static str, Result<EvictionReport>);
+
+/// Work the loop has started and not yet seen finish.
+struct Jobs<S> {
+    shared: Arc<Shared>,
+    source: Arc<S>,
+    fetches: JoinSet<Fetched>,
+    /// Feeds with a refresh in flight (one per feed at a time).
+    in_flight: HashSet<String>,
+    /// At most one eviction pass.
+    evictions: JoinSet<Evicted>,
+    /// (hit ratio low, TTL violations high) at the last check; warn on change.
+    alerts: Option<(bool, bool)>,
+}
+
+impl<S: FeedSource> Jobs<S> {
+    fn start(&mut self, job: Job) {
+        match job {
+            Job::Feed(name) => self.refresh(name),
+            Job::Cleanup => self.evict("cron"),
+            Job::SizeCheck => {
+                self.check_size();
+                self.check_thresholds();
+            }
+        }
+    }
+
+    fn refresh(&mut self, name: String) {
+        let config = self.shared.cache.config();
+        let Some(feed) = config.feeds.iter().find(|f| f.name == name).cloned() else {
+            return;
+        };
+        if !self.in_flight.insert(name.clone()) {
+            tracing::debug!(feed = %name, "previous refresh still running; skipped");
+            return;
+        }
+        let source = self.source.clone();
+        self.fetches
+            .spawn(async move { (name, source.refresh(feed).await) });
+    }
+
+    fn fetched(&mut self, done: std::result::Result<Fetched, tokio::task::JoinError>) {
+        let Ok((name, result)) = done else {
+            return; // cancelled at shutdown
+        };
+        self.in_flight.remove(&name);
+        match result {
+            Ok(r) => {
+                self.shared.metrics.feed(&name, r.outcome.label());
+                tracing::info!(
+                    feed = %name,
+                    outcome = r.outcome.label(),
+                    status = r.status,
+                    bytes = r.body_bytes,
+                    articles = r.articles,
+                    "feed refresh"
+                );
+                if r.outcome == Outcome::Fetched {
+                    self.check_size();
+                }
+            }
+            Err(e) => {
+                self.shared.metrics.feed(&name, "error");
+                tracing::warn!(feed = %name, outcome = "error", error = %e, "feed refresh");
+            }
+        }
+    }
+
+    /// Starts a watermark pass when stored bytes are above the high watermark.
+    fn check_size(&mut self) {
+        let c = self.shared.cache.config();
+        let high = (c.cache.max_size.0 as f64 * c.cache.high_watermark) as u64;
+        match self.shared.cache.disk_bytes() {
+            Ok(bytes) if bytes > high => self.evict("watermark"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "size check failed"),
+        }
+    }
+
+    fn evict(&mut self, trigger: &'static str) {
+        if !self.evictions.is_empty() {
+            return;
+        }
+        let cache = self.shared.cache.clone();
+        self.evictions.spawn_blocking(move || {
+            let _span = tracing::info_span!("evict", trigger).entered();
+            let report = cache.evict();
+            if trigger == "cron" {
+                match cache.gc() {
+                    Ok(gc) => tracing::info!(
+                        orphans = gc.orphan_files_removed,
+                        orphan_bytes = gc.orphan_bytes_removed,
+                        temp_files = gc.temp_files_removed,
+                        "gc pass"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "gc pass failed"),
+                }
+            }
+            (trigger, report)
+        });
+    }
+
+    fn evicted(&mut self, done: std::result::Result<Evicted, tokio::task::JoinError>) {
+        match done {
+            Ok((trigger, Ok(_))) => self.shared.metrics.eviction(trigger),
+            Ok((trigger, Err(e))) => tracing::error!(trigger, error = %e, "eviction pass failed"),
+            Err(e) => tracing::error!(error = %e, "eviction task failed"),
+        }
+    }
+
+    /// Logs a warning when a monitoring threshold is crossed (once per crossing).
+    fn check_thresholds(&mut self) {
+        let stats = match self.shared.cache.stats() {
+            Ok(s) => s,
+            Err(e) => return tracing::warn!(error = %e, "stats failed"),
+        };
+        let config = self.shared.cache.config();
+        let a = http::alerts(&stats, &config);
+        let now = (a.hit_ratio_low, a.ttl_violations_high);
+        let before = self.alerts.replace(now).unwrap_or((false, false));
+        if a.hit_ratio_low && !before.0 {
+            tracing::warn!(
+                hit_ratio = a.hit_ratio,
+                threshold = config.monitoring.cache_hit_ratio_threshold,
+                "hit ratio below monitoring.cache_hit_ratio_threshold"
+            );
+        }
+        if a.ttl_violations_high && !before.1 {
+            tracing::warn!(
+                rate = a.ttl_violation_rate,
+                threshold = config.monitoring.ttl_violation_threshold,
+                "TTL violation rate above monitoring.ttl_violation_threshold"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
