@@ -17,8 +17,10 @@ fn feed(name: &str, every: Duration) -> FeedConfig {
 }
 
 fn config(feeds: Vec<FeedConfig>) -> Config {
-    let mut c = Config::default();
-    c.feeds = feeds;
+    let mut c = Config {
+        feeds,
+        ..Config::default()
+    };
     c.daemon.size_check = Dur(Duration::from_secs(10));
     c
 }

@@ -1,0 +1,437 @@
+//! `freshcache run` as a process against a local HTTP origin: conditional
+//! feed refreshes, eviction past the cap, hot reload, SIGTERM, and
+//! promtool's verdict on the scrape. Waits poll with generous deadlines;
+//! nothing asserts on durations.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+const BIN: &str = env!("CARGO_BIN_EXE_freshcache");
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// An RSS origin with ETags; counts 200s and 304s per feed.
+#[derive(Clone, Default)]
+struct Origin {
+    hits: Arc<Mutex<HashMap<(String, u16), u64>>>,
+}
+
+impl Origin {
+    async fn start() -> (Origin, SocketAddr) {
+        let origin = Origin::default();
+        let app = axum::Router::new()
+            .route("/{name}", axum::routing::get(serve_feed))
+            .with_state(origin.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (origin, addr)
+    }
+
+    fn count(&self, feed: &str, status: u16) -> u64 {
+        let hits = self.hits.lock().unwrap();
+        hits.get(&(feed.to_string(), status)).copied().unwrap_or(0)
+    }
+}
+
+async fn serve_feed(
+    State(o): State<Origin>,
+    UrlPath(name): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    let feed = name.trim_end_matches(".xml").to_string();
+    let etag = format!("\"{feed}-v1\"");
+    let fresh = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        == Some(&etag);
+    let status = if fresh { 304 } else { 200 };
+    *o.hits
+        .lock()
+        .unwrap()
+        .entry((feed.clone(), status))
+        .or_default() += 1;
+    if fresh {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+    }
+    let body = format!(
+        "<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><title>{feed}</title>\
+         <link>http://example.test/</link><description>d</description>\
+         <item><title>One</title><guid>{feed}-1</guid><link>http://example.test/1</link>\
+         <pubDate>Sat, 21 Nov 2026 10:00:00 GMT</pubDate></item>\
+         <item><title>Two</title><guid>{feed}-2</guid><link>http://example.test/2</link>\
+         <pubDate>Sat, 21 Nov 2026 11:00:00 GMT</pubDate></item></channel></rss>"
+    );
+    let ct = "application/rss+xml";
+    (
+        [(header::ETAG, etag.as_str()), (header::CONTENT_TYPE, ct)],
+        body,
+    )
+        .into_response()
+}
+
+/// A running `freshcache run`; killed on drop.
+struct Daemon {
+    child: Child,
+    addr: SocketAddr,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(config: &Path, log: &Path) -> Daemon {
+        let mut child = Command::new(BIN)
+            .args([
+                "--config",
+                config.to_str().unwrap(),
+                "run",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("no address in {line:?}; log:\n{}", read(log)))
+            .parse()
+            .unwrap();
+        Daemon {
+            child,
+            addr,
+            log: log.to_path_buf(),
+        }
+    }
+
+    async fn get(&self, path: &str) -> String {
+        let url = format!("http://{}{path}", self.addr);
+        reqwest::get(url).await.unwrap().text().await.unwrap()
+    }
+
+    async fn scrape(&self) -> String {
+        self.get("/metrics").await
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "no exit after SIGTERM:\n{}",
+                read(&self.log)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+/// The value of one sample (`name{labels}`), if present.
+fn value(text: &str, sample: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Polls `check` until it holds or the deadline passes.
+async fn eventually<F, Fut>(what: &str, d: &Daemon, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "timed out waiting for {what}; log:\n{}",
+            read(&d.log)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Writes a config: `cache_extra` lines go under `cache:`, `extra` at the top level.
+fn write_config(path: &Path, root: &Path, cache_extra: &str, extra: &str) {
+    let text = format!(
+        "cache:\n  root: {}\n  access_flush: 1h\n{cache_extra}\
+         daemon:\n  size_check: 200ms\n  shutdown_grace: 3s\n{extra}",
+        root.display()
+    );
+    // Write then rename, as editors do, so the watcher never sees half a file.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn feed(name: &str, origin: SocketAddr, every: &str, class: &str) -> String {
+    format!("  - {{ name: {name}, url: \"http://{origin}/{name}.xml\", every: {every}{class} }}\n")
+}
+
+fn cli(config: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(["--config", config.to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refreshes_feeds_with_conditional_gets_and_evicts_past_the_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let (origin, oaddr) = Origin::start().await;
+    let (cfg, root) = (dir.path().join("runtime.yml"), dir.path().join("cache"));
+    let feeds = format!("feeds:\n{}", feed("wire", oaddr, "300ms", ""));
+    write_config(&cfg, &root, "  max_size: 4MiB\n", &feeds);
+    let d = Daemon::start(&cfg, &dir.path().join("daemon.log"));
+
+    eventually("one 200 then 304s", &d, || async {
+        origin.count("wire", 200) == 1 && origin.count("wire", 304) >= 3
+    })
+    .await;
+    let m = d.scrape().await;
+    assert!(
+        value(
+            &m,
+            "freshcache_feed_refreshes_total{feed=\"wire\",outcome=\"200\"}"
+        ) == Some(1.0),
+        "{m}"
+    );
+    assert!(
+        value(
+            &m,
+            "freshcache_feed_refreshes_total{feed=\"wire\",outcome=\"304\"}"
+        ) >= Some(3.0)
+    );
+    assert!(value(&m, "freshcache_upstream_requests_total{outcome=\"304\"}") >= Some(3.0));
+    assert!(value(&m, "freshcache_scheduler_lag_seconds{job=\"feed\"}").is_some());
+    assert_eq!(d.get("/healthz").await.trim(), "ok");
+    let stats: serde_json::Value = serde_json::from_str(&d.get("/v1/stats").await).unwrap();
+    assert!(stats["entries"].as_u64() >= Some(1), "{stats}");
+
+    // The CLI writes on the same root while the daemon runs: past the cap.
+    let blob = dir.path().join("blob");
+    for i in 0..6 {
+        std::fs::write(&blob, common::noise(i, 1 << 20)).unwrap();
+        let out = cli(
+            &cfg,
+            &[
+                "put",
+                &format!("llm:features:c{i}:2026-11-21"),
+                blob.to_str().unwrap(),
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Passes may start while puts still arrive; the daemon evicts until under the cap.
+    let high = (4 << 20) as f64 * 0.95;
+    eventually("watermark eviction under the cap", &d, || async {
+        let m = d.scrape().await;
+        value(
+            &m,
+            "freshcache_eviction_passes_total{trigger=\"watermark\"}",
+        ) >= Some(1.0)
+            && value(&m, "freshcache_evicted_bytes_total") > Some(0.0)
+            && value(&m, "freshcache_disk_bytes") <= Some(high)
+    })
+    .await;
+    assert!(read(&d.log).contains("eviction pass"), "{}", read(&d.log));
+    assert!(read(&d.log).contains("feed refresh"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applies_a_changed_config_and_rejects_a_broken_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (origin, oaddr) = Origin::start().await;
+    let (cfg, root) = (dir.path().join("runtime.yml"), dir.path().join("cache"));
+    let one = format!("feeds:\n{}", feed("wire", oaddr, "300ms", ""));
+    write_config(&cfg, &root, "", &one);
+    let d = Daemon::start(&cfg, &dir.path().join("daemon.log"));
+    eventually("the first refresh", &d, || async {
+        origin.count("wire", 200) == 1
+    })
+    .await;
+
+    // A new TTL class and a new feed that uses it.
+    let two = format!(
+        "classes:\n  breaking: {{ prefix: \"news:flash:\", ttl: 7m }}\n  odds: {{ prefix: \"odds:\", ttl: 5s }}\nfeeds:\n{}{}",
+        feed("wire", oaddr, "300ms", ""),
+        feed("flash", oaddr, "300ms", ", class: breaking")
+    );
+    write_config(&cfg, &root, "", &two);
+    eventually("the new feed", &d, || async {
+        origin.count("flash", 304) >= 1
+    })
+    .await;
+    let config: serde_json::Value = serde_json::from_str(&d.get("/v1/config").await).unwrap();
+    assert_eq!(config["classes"]["odds"]["ttl"], "5s");
+    assert_eq!(config["classes"]["breaking"]["ttl"], "7m");
+    let m = d.scrape().await;
+    assert_eq!(
+        value(&m, "freshcache_config_reloads_total"),
+        Some(1.0),
+        "{m}"
+    );
+
+    // A broken config: logged with its field, counted, the old one stays.
+    let broken = two.replace("ttl: 5s", "ttl: soon");
+    write_config(&cfg, &root, "", &broken);
+    eventually("the rejection", &d, || async {
+        value(&d.scrape().await, "freshcache_config_reload_errors_total") >= Some(1.0)
+    })
+    .await;
+    let log = read(&d.log);
+    assert!(
+        log.contains("config change rejected") && log.contains("classes.odds.ttl"),
+        "{log}"
+    );
+    let config: serde_json::Value = serde_json::from_str(&d.get("/v1/config").await).unwrap();
+    assert_eq!(config["classes"]["odds"]["ttl"], "5s");
+    let before = origin.count("flash", 304);
+    eventually("feeds still refreshing", &d, || async {
+        origin.count("flash", 304) > before
+    })
+    .await;
+
+    // Removing a feed stops it.
+    write_config(&cfg, &root, "", &one);
+    eventually("the second reload", &d, || async {
+        value(&d.scrape().await, "freshcache_config_reloads_total") >= Some(2.0)
+    })
+    .await;
+    let stopped = origin.count("flash", 304) + origin.count("flash", 200);
+    let wire = origin.count("wire", 304);
+    eventually("more wire refreshes", &d, || async {
+        origin.count("wire", 304) >= wire + 3
+    })
+    .await;
+    // At most one refresh that was already in flight at the reload.
+    assert!(origin.count("flash", 304) + origin.count("flash", 200) <= stopped + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_zero_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (origin, oaddr) = Origin::start().await;
+    let (cfg, root) = (dir.path().join("runtime.yml"), dir.path().join("cache"));
+    let extra = format!(
+        "  warm: [{{ key: \"teams:nfl\" }}, {{ key: \"schedules:wk1\", url: \"http://{oaddr}/sched.xml\" }}]\nfeeds:\n{}",
+        feed("wire", oaddr, "200ms", "")
+    );
+    write_config(&cfg, &root, "", &extra);
+    let out = cli(&cfg, &["put", "teams:nfl", "-"]);
+    assert!(out.status.success());
+    let mut d = Daemon::start(&cfg, &dir.path().join("daemon.log"));
+    eventually("refreshes and warm-up", &d, || async {
+        let m = d.scrape().await;
+        origin.count("wire", 304) >= 2
+            && value(&m, "freshcache_warm_total{outcome=\"loaded\"}") == Some(1.0)
+            && value(&m, "freshcache_warm_total{outcome=\"200\"}") == Some(1.0)
+    })
+    .await;
+    // The warm-up read of teams:nfl is a batched access record (access_flush 1h).
+    let status = d.terminate();
+    assert!(status.success(), "{status:?}\n{}", read(&d.log));
+    assert!(read(&d.log).contains("daemon stopped"));
+
+    let stats = cli(&cfg, &["stats", "--json"]);
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    assert!(
+        stats["hits"].as_u64() >= Some(1),
+        "access records flushed: {stats}"
+    );
+    for key in ["feeds:wire", "schedules:wk1", "teams:nfl"] {
+        let out = cli(&cfg, &["get", key]);
+        assert!(
+            out.status.success(),
+            "{key}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let d2 = Daemon::start(&cfg, &dir.path().join("daemon2.log"));
+    let s: serde_json::Value = serde_json::from_str(&d2.get("/v1/stats").await).unwrap();
+    assert_eq!(s["entries"], stats["entries"]);
+}
+
+/// promtool (Debian package `prometheus`) accepts the daemon's scrape, the
+/// example alert rules and the example scrape config.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promtool_accepts_the_scrape_and_the_alert_rules() {
+    let Some(promtool) = common::tool("promtool") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (origin, oaddr) = Origin::start().await;
+    let (cfg, root) = (dir.path().join("runtime.yml"), dir.path().join("cache"));
+    write_config(
+        &cfg,
+        &root,
+        "",
+        &format!("feeds:\n{}", feed("wire", oaddr, "300ms", "")),
+    );
+    let d = Daemon::start(&cfg, &dir.path().join("daemon.log"));
+    eventually("a refresh", &d, || async { origin.count("wire", 304) >= 1 }).await;
+    let scrape = dir.path().join("scrape.txt");
+    std::fs::write(&scrape, d.scrape().await).unwrap();
+    let out = Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&scrape).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for args in [
+        ["check", "rules", "config/freshcache-alerts.yml"],
+        ["check", "config", "config/prometheus.yml"],
+    ] {
+        let out = Command::new(&promtool)
+            .args(args)
+            .current_dir(manifest)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
