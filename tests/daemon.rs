@@ -17,8 +17,17 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-const BIN: &str = env!("CARGO_BIN_EXE_freshcache");
 const DEADLINE: Duration = Duration::from_secs(30);
+
+/// The binary under test. `FRESHCACHE_TEST_BIN` overrides it: checkouts
+/// that share one CARGO_TARGET_DIR overwrite each other's
+/// `target/debug/freshcache`, the path `CARGO_BIN_EXE_freshcache` names.
+fn bin() -> PathBuf {
+    std::env::var_os("FRESHCACHE_TEST_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_freshcache")),
+        PathBuf::from,
+    )
+}
 
 /// An RSS origin with ETags; counts 200s and 304s per feed.
 #[derive(Clone, Default)]
@@ -50,6 +59,11 @@ async fn serve_feed(
     headers: HeaderMap,
 ) -> Response {
     let feed = name.trim_end_matches(".xml").to_string();
+    if feed.starts_with("slow") {
+        *o.hits.lock().unwrap().entry((feed, 0)).or_default() += 1; // 0: started, never answered
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        return StatusCode::GATEWAY_TIMEOUT.into_response();
+    }
     let etag = format!("\"{feed}-v1\"");
     let fresh = headers
         .get(header::IF_NONE_MATCH)
@@ -89,7 +103,7 @@ struct Daemon {
 
 impl Daemon {
     fn start(config: &Path, log: &Path) -> Daemon {
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(bin())
             .args([
                 "--config",
                 config.to_str().unwrap(),
@@ -199,7 +213,7 @@ fn feed(name: &str, origin: SocketAddr, every: &str, class: &str) -> String {
 }
 
 fn cli(config: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
+    Command::new(bin())
         .args(["--config", config.to_str().unwrap()])
         .args(args)
         .output()
@@ -385,6 +399,31 @@ async fn sigterm_exits_zero_and_loses_nothing() {
     let d2 = Daemon::start(&cfg, &dir.path().join("daemon2.log"));
     let s: serde_json::Value = serde_json::from_str(&d2.get("/v1/stats").await).unwrap();
     assert_eq!(s["entries"], stats["entries"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_cancels_a_stuck_fetch_after_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let (origin, oaddr) = Origin::start().await;
+    let (cfg, root) = (dir.path().join("runtime.yml"), dir.path().join("cache"));
+    write_config(
+        &cfg,
+        &root,
+        "",
+        &format!("feeds:\n{}", feed("slow", oaddr, "1s", "")),
+    );
+    let mut d = Daemon::start(&cfg, &dir.path().join("daemon.log"));
+    eventually("the stuck request", &d, || async {
+        origin.count("slow", 0) == 1
+    })
+    .await;
+    let status = d.terminate(); // shutdown_grace is 3s; terminate() waits up to 30s
+    assert!(status.success(), "{status:?}\n{}", read(&d.log));
+    let log = read(&d.log);
+    assert!(
+        log.contains("cancelling in-flight work") && log.contains("daemon stopped"),
+        "{log}"
+    );
 }
 
 /// promtool (Debian package `prometheus`) accepts the daemon's scrape, the

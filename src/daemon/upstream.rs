@@ -77,7 +77,7 @@ impl HttpSource {
                 reason,
             }
         };
-        let resp = req.send().await.map_err(|e| fail(e.to_string()))?;
+        let resp = req.send().await.map_err(|e| fail(chain(&e)))?;
         let status = resp.status();
         let header = |n| {
             resp.headers()
@@ -105,7 +105,7 @@ impl HttpSource {
         if !status.is_success() {
             return Err(fail(format!("status {status}")));
         }
-        let body = resp.bytes().await.map_err(|e| fail(e.to_string()))?;
+        let body = resp.bytes().await.map_err(|e| fail(chain(&e)))?;
         self.cache.count(names::upstream("200"), 1);
         self.cache.put(key, &body, put)?;
         Ok(Refresh {
@@ -115,6 +115,18 @@ impl HttpSource {
             articles: 0,
         })
     }
+}
+
+/// An error and its causes, `: `-separated (reqwest hides the cause otherwise).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
 }
 
 impl FeedSource for HttpSource {

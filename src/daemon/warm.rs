@@ -13,6 +13,7 @@ use super::source::FeedSource;
 use crate::config::WarmItem;
 
 /// Loads `items` with at most `limit` in flight; returns (loaded, failed).
+/// A key to load that is not in the cache counts as neither.
 pub(crate) async fn warm<S: FeedSource>(
     source: Arc<S>,
     items: Vec<WarmItem>,
@@ -37,7 +38,7 @@ pub(crate) async fn warm<S: FeedSource>(
             (item, r)
         });
     }
-    let (mut ok, mut failed) = (0, 0);
+    let (mut ok, mut failed, mut missing) = (0, 0, 0);
     while let Some(joined) = set.join_next().await {
         let Ok((item, r)) = joined else {
             failed += 1;
@@ -45,7 +46,11 @@ pub(crate) async fn warm<S: FeedSource>(
         };
         match r {
             Ok(outcome) => {
-                ok += 1;
+                if outcome == super::source::Outcome::Miss {
+                    missing += 1;
+                } else {
+                    ok += 1;
+                }
                 shared.metrics.warmed(outcome.label());
                 tracing::debug!(key = %item.key, outcome = outcome.label(), "warmed");
             }
@@ -59,6 +64,7 @@ pub(crate) async fn warm<S: FeedSource>(
     tracing::info!(
         total,
         loaded = ok,
+        missing,
         failed,
         ms = start.elapsed().as_millis() as u64,
         "warm-up done"
