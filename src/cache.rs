@@ -40,6 +40,8 @@ pub(crate) struct Inner {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) recorder: Recorder,
     pub(crate) latency: crate::metrics::Latency,
+    /// key → (hash, expiry) of recent fresh reads: repeated gets skip the index.
+    pub(crate) hot: crate::hot::HotMap,
 }
 
 impl Drop for Inner {
@@ -236,6 +238,7 @@ impl CacheBuilder {
             inline_max: c.inline_max.0,
             zstd_level: c.zstd_level,
         };
+        let hot = crate::hot::HotMap::new(&store.index, c.fsync, 1 << 20)?;
         let l1 = moka::sync::Cache::builder()
             .max_capacity(c.memory_size.0)
             .weigher(|_: &Digest, v: &Bytes| u32::try_from(v.len() + 64).unwrap_or(u32::MAX))
@@ -252,6 +255,7 @@ impl CacheBuilder {
                 clock: self.clock,
                 recorder: Recorder::new(window),
                 latency: Default::default(),
+                hot,
             }),
         })
     }
@@ -461,7 +465,13 @@ impl Cache {
         let start = std::time::Instant::now();
         let key = Key::new(key)?;
         let now = self.now();
-        let out = self.read(&key, now, false)?.map(|(_, b)| b);
+        let generation = self.inner.hot.sync(&self.inner.store.index)?;
+        let out = match self.hot_get(&key, now) {
+            Some(b) => Some(b),
+            None => self
+                .read_at(&key, now, false, Some(generation))?
+                .map(|(_, b)| b),
+        };
         self.inner.latency.get.observe(start.elapsed());
         Ok(out)
     }
@@ -681,6 +691,21 @@ impl Cache {
         }
     }
 
+    /// A repeated get answered from the hot map and L1, without the index.
+    /// The caller has synced the hot map.
+    fn hot_get(&self, key: &Key, now: Millis) -> Option<Bytes> {
+        let e = self.inner.hot.get(key.as_str())?;
+        if !Freshness::at(e.expires_at, now).is_fresh() {
+            return None;
+        }
+        let bytes = self.inner.l1.get(&e.hash)?;
+        let hit = Some(names::hit(Tier::Memory, &e.class));
+        if self.inner.recorder.access(key.as_str(), hit, now) {
+            self.flush_soon();
+        }
+        Some(bytes)
+    }
+
     /// Reads one key through L1 and the disk tier, counting the hit or miss.
     pub(crate) fn read(
         &self,
@@ -688,11 +713,34 @@ impl Cache {
         now: Millis,
         allow_stale: bool,
     ) -> Result<Option<(Row, Bytes)>> {
+        self.read_at(key, now, allow_stale, None)
+    }
+
+    /// As [`Cache::read`]; a fresh result is remembered in the hot map if
+    /// `generation` (from a sync before the read) is still current then.
+    fn read_at(
+        &self,
+        key: &Key,
+        now: Millis,
+        allow_stale: bool,
+        generation: Option<u64>,
+    ) -> Result<Option<(Row, Bytes)>> {
         let l1_hits = RefCell::new(Vec::new());
         let read = self.inner.store.read(key.as_str(), now, |row| {
             self.want_bytes(row, now, allow_stale, &l1_hits)
         })?;
-        Ok(self.finish_read(key, read, now, allow_stale, &l1_hits.into_inner()))
+        let out = self.finish_read(key, read, now, allow_stale, &l1_hits.into_inner());
+        if let (Some(g), Some((row, _))) = (generation, &out) {
+            if Freshness::at(row.expires_at, now).is_fresh() {
+                let e = crate::hot::HotEntry {
+                    hash: row.hash,
+                    expires_at: row.expires_at,
+                    class: row.class.as_str().into(),
+                };
+                self.inner.hot.insert(key.as_str(), e, g);
+            }
+        }
+        Ok(out)
     }
 
     fn finish_read(

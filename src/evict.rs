@@ -133,7 +133,8 @@ fn since(start: Instant) -> u64 {
 }
 
 impl Cache {
-    /// Bytes on disk: live index pages plus blob files.
+    /// Bytes charged against the cap: encoded blobs plus each entry's index
+    /// cost (see `index::disk_bytes`).
     ///
     /// # Errors
     /// A storage error.
@@ -209,32 +210,22 @@ impl Cache {
         let total_to_free = before.saturating_sub(target);
         loop {
             // One chunk per transaction so readers and writers interleave.
-            let (done, removed, expired, freed) = idx.write(|tx| {
-                let mut removed = 0u64;
-                let mut expired = 0u64;
-                let mut freed = 0u64;
-                let mut size = index::disk_bytes(tx).map_err(w)?;
+            let (done, removed, expired) = idx.write(|tx| {
+                let size = index::disk_bytes(tx).map_err(w)?;
                 if size <= target {
-                    return Ok((true, 0, 0, 0));
+                    return Ok((true, 0, 0));
                 }
                 let victims = victims(tx, now, CHUNK).map_err(w)?;
                 if victims.is_empty() {
-                    return Ok((true, 0, 0, 0));
+                    return Ok((true, 0, 0));
                 }
-                for (key, is_expired) in victims {
-                    store.delete_in(tx, std::slice::from_ref(&key))?;
-                    removed += 1;
-                    expired += u64::from(is_expired);
-                    let after = index::disk_bytes(tx).map_err(w)?;
-                    freed += size.saturating_sub(after);
-                    size = after;
-                    if size <= target {
-                        break;
-                    }
-                }
-                index::bump(tx, names::EVICTED_ENTRIES, removed as i64).map_err(w)?;
+                let keys: Vec<String> = victims.iter().map(|(k, _)| k.clone()).collect();
+                let budget = size - target;
+                let (n, freed) = store.delete_until(tx, &keys, budget)?;
+                let expired = victims[..n].iter().filter(|(_, e)| *e).count() as u64;
+                index::bump(tx, names::EVICTED_ENTRIES, n as i64).map_err(w)?;
                 index::bump(tx, names::EVICTED_BYTES, freed as i64).map_err(w)?;
-                Ok((size <= target, removed, expired, freed))
+                Ok((freed >= budget, n as u64, expired))
             })?;
             report.entries_removed += removed;
             report.expired_removed += expired;
@@ -244,7 +235,6 @@ impl Cache {
                     total_to_free,
                 );
             }
-            let _ = freed;
             if done {
                 break;
             }
@@ -466,6 +456,7 @@ impl Cache {
                 totals::STORED_BYTES,
                 totals::LOGICAL_BYTES,
                 totals::FILE_BYTES,
+                totals::KEY_BYTES,
             ]
             .into_iter()
             .map(|n| Ok((n, index::counter(c, n)?)))
@@ -545,7 +536,13 @@ fn actual_totals(c: &rusqlite::Connection) -> rusqlite::Result<HashMap<&'static 
         [],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
+    let keys: i64 = c.query_row(
+        "SELECT COALESCE(SUM(length(CAST(key AS BLOB))), 0) FROM entries",
+        [],
+        |r| r.get(0),
+    )?;
     Ok(HashMap::from([
+        (totals::KEY_BYTES, keys),
         (totals::ENTRIES, entries),
         (totals::LOGICAL_BYTES, logical),
         (totals::STORED_BYTES, stored),

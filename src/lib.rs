@@ -35,6 +35,7 @@ pub mod config;
 mod error;
 pub mod evict;
 pub mod guard;
+mod hot;
 pub mod index;
 mod key;
 pub mod metrics;
