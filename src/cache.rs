@@ -42,6 +42,8 @@ pub(crate) struct Inner {
     pub(crate) latency: crate::metrics::Latency,
     /// key → (hash, expiry) of recent fresh reads: repeated gets skip the index.
     pub(crate) hot: crate::hot::HotMap,
+    /// The optional persistent hot tier (sled), if this process owns it.
+    pub(crate) tier: Option<crate::tier::HotTier>,
 }
 
 impl Drop for Inner {
@@ -239,6 +241,11 @@ impl CacheBuilder {
             zstd_level: c.zstd_level,
         };
         let hot = crate::hot::HotMap::new(&store.index, c.fsync, 1 << 20)?;
+        let tier = if c.hot_tier {
+            crate::tier::HotTier::open(&root, c.hot_tier_size.0)
+        } else {
+            None
+        };
         let l1 = moka::sync::Cache::builder()
             .max_capacity(c.memory_size.0)
             .weigher(|_: &Digest, v: &Bytes| u32::try_from(v.len() + 64).unwrap_or(u32::MAX))
@@ -256,6 +263,7 @@ impl CacheBuilder {
                 recorder: Recorder::new(window),
                 latency: Default::default(),
                 hot,
+                tier,
             }),
         })
     }
@@ -312,6 +320,11 @@ impl Cache {
     /// The cache root.
     pub fn root(&self) -> &Path {
         &self.inner.root
+    }
+
+    /// Whether this process owns the persistent hot tier.
+    pub fn hot_tier_active(&self) -> bool {
+        self.inner.tier.is_some()
     }
 
     /// The configuration in force.
@@ -674,21 +687,24 @@ impl Cache {
         row: &Row,
         now: Millis,
         allow_stale: bool,
-        l1_hits: &RefCell<Vec<(Digest, Bytes)>>,
+        l1_hits: &RefCell<Vec<(Digest, Bytes, Tier)>>,
     ) -> bool {
         if !allow_stale && !Freshness::at(row.expires_at, now).is_fresh() {
             return false;
         }
-        if l1_hits.borrow().iter().any(|(d, _)| *d == row.hash) {
+        if l1_hits.borrow().iter().any(|(d, _, _)| *d == row.hash) {
             return false;
         }
-        match self.inner.l1.get(&row.hash) {
-            Some(b) => {
-                l1_hits.borrow_mut().push((row.hash, b));
-                false
-            }
-            None => true,
+        if let Some(b) = self.inner.l1.get(&row.hash) {
+            l1_hits.borrow_mut().push((row.hash, b, Tier::Memory));
+            return false;
         }
+        if let Some(b) = self.inner.tier.as_ref().and_then(|t| t.get(&row.hash)) {
+            self.inner.l1.insert(row.hash, b.clone());
+            l1_hits.borrow_mut().push((row.hash, b, Tier::Hot));
+            return false;
+        }
+        true
     }
 
     /// A repeated get answered from the hot map and L1, without the index.
@@ -749,7 +765,7 @@ impl Cache {
         read: Option<crate::store::Read>,
         now: Millis,
         allow_stale: bool,
-        l1_hits: &[(Digest, Bytes)],
+        l1_hits: &[(Digest, Bytes, Tier)],
     ) -> Option<(Row, Bytes)> {
         let Some(read) = read else {
             self.count(names::miss(&self.classes().classify(key.as_str()).0), 1);
@@ -764,11 +780,14 @@ impl Cache {
             Some(b) => {
                 let b = Bytes::from(b);
                 self.inner.l1.insert(read.row.hash, b.clone());
+                if let Some(t) = &self.inner.tier {
+                    t.insert(&read.row.hash, &b);
+                }
                 (Tier::Disk, b)
             }
             None => {
-                let b = l1_hits.iter().find(|(d, _)| *d == read.row.hash)?.1.clone();
-                (Tier::Memory, b)
+                let (_, b, tier) = l1_hits.iter().find(|(d, _, _)| *d == read.row.hash)?;
+                (*tier, b.clone())
             }
         };
         let hit = fresh.then(|| names::hit(tier, &read.row.class));

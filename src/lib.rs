@@ -42,6 +42,7 @@ pub mod metrics;
 pub mod policy;
 pub mod stats;
 pub mod store;
+pub mod tier;
 
 pub use blob::Digest;
 pub use cache::{Cache, CacheBuilder, Entry, Meta, Put, Stored};
