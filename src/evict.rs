@@ -24,8 +24,11 @@ use crate::stats::names;
 /// are never collected, whatever grace period a caller asks for.
 pub const TEMP_MIN_AGE: Duration = Duration::from_secs(15 * 60);
 
-/// Entries deleted per write transaction during eviction.
+/// Victims fetched per query during eviction.
 const CHUNK: usize = 512;
+
+/// How long one eviction transaction may hold the write lock.
+const TXN_BUDGET: Duration = Duration::from_millis(200);
 
 /// Progress callback: (done, total); total is 0 when unknown.
 pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
@@ -190,7 +193,16 @@ impl Cache {
         Ok(report)
     }
 
-    /// Removes entries (expired first, then LRU) until disk bytes ≤ `target`.
+    /// Removes entries (expired first, then least recently used) until the
+    /// bytes charged against the cap are at most `target`, whatever the
+    /// watermarks say.
+    ///
+    /// # Errors
+    /// A storage error; what was removed before it stays removed.
+    pub fn evict_to_bytes(&self, target: u64) -> Result<EvictionReport> {
+        self.evict_to(target, None)
+    }
+
     pub(crate) fn evict_to(
         &self,
         target: u64,
@@ -209,31 +221,39 @@ impl Cache {
         };
         let total_to_free = before.saturating_sub(target);
         loop {
-            // One chunk per transaction so readers and writers interleave.
+            // Each transaction deletes for up to TXN_BUDGET, then commits so
+            // other writers get in; within it, pages touched by many deletes
+            // are written to the WAL once (random LRU deletes touch most pages).
             let (done, removed, expired) = idx.write(|tx| {
-                let size = index::disk_bytes(tx).map_err(w)?;
-                if size <= target {
-                    return Ok((true, 0, 0));
-                }
-                let victims = victims(tx, now, CHUNK).map_err(w)?;
-                if victims.is_empty() {
-                    return Ok((true, 0, 0));
-                }
-                let keys: Vec<String> = victims.iter().map(|(k, _)| k.clone()).collect();
-                let budget = size - target;
-                let (n, freed) = store.delete_until(tx, &keys, budget)?;
-                let expired = victims[..n].iter().filter(|(_, e)| *e).count() as u64;
-                index::bump(tx, names::EVICTED_ENTRIES, n as i64).map_err(w)?;
-                index::bump(tx, names::EVICTED_BYTES, freed as i64).map_err(w)?;
-                Ok((freed >= budget, n as u64, expired))
+                let started = Instant::now();
+                let (mut removed, mut expired, mut freed_total) = (0u64, 0u64, 0u64);
+                let mut size = index::disk_bytes(tx).map_err(w)?;
+                let done = loop {
+                    if size <= target {
+                        break true;
+                    }
+                    let victims = victims(tx, now, CHUNK).map_err(w)?;
+                    if victims.is_empty() {
+                        break true;
+                    }
+                    let keys: Vec<String> = victims.iter().map(|(k, _)| k.clone()).collect();
+                    let (n, freed) = store.delete_until(tx, &keys, size - target)?;
+                    expired += victims[..n].iter().filter(|(_, e)| *e).count() as u64;
+                    removed += n as u64;
+                    freed_total += freed;
+                    size = size.saturating_sub(freed);
+                    if started.elapsed() >= TXN_BUDGET {
+                        break size <= target;
+                    }
+                };
+                index::bump(tx, names::EVICTED_ENTRIES, removed as i64).map_err(w)?;
+                index::bump(tx, names::EVICTED_BYTES, freed_total as i64).map_err(w)?;
+                Ok((done, removed, expired))
             })?;
             report.entries_removed += removed;
             report.expired_removed += expired;
             if let Some(p) = progress {
-                p(
-                    before.saturating_sub(self.disk_bytes()?).min(total_to_free),
-                    total_to_free,
-                );
+                p(before.saturating_sub(self.disk_bytes()?).min(total_to_free), total_to_free);
             }
             if done {
                 break;
