@@ -36,12 +36,14 @@ pub mod daemon;
 mod error;
 pub mod evict;
 pub mod guard;
+mod hot;
 pub mod index;
 mod key;
 pub mod metrics;
 pub mod policy;
 pub mod stats;
 pub mod store;
+pub mod tier;
 
 pub use blob::Digest;
 pub use cache::{Cache, CacheBuilder, Entry, Meta, Put, Stored};

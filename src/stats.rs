@@ -118,6 +118,7 @@ impl Recorder {
             for (name, delta) in &batch.counters {
                 index::bump(tx, name, *delta).map_err(|e| idx.wrap(e))?;
             }
+            index::trim_changes(tx, crate::hot::CHANGE_WINDOW).map_err(|e| idx.wrap(e))?;
             Ok(())
         };
         let result = if wait {
