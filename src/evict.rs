@@ -253,7 +253,10 @@ impl Cache {
             report.entries_removed += removed;
             report.expired_removed += expired;
             if let Some(p) = progress {
-                p(before.saturating_sub(self.disk_bytes()?).min(total_to_free), total_to_free);
+                p(
+                    before.saturating_sub(self.disk_bytes()?).min(total_to_free),
+                    total_to_free,
+                );
             }
             if done {
                 break;
