@@ -166,7 +166,10 @@ impl Daemon {
         let (config_tx, mut config_rx) = mpsc::channel::<Config>(4);
         let _watcher = match &options.config_path {
             Some(p) => Some(reload::watch(p, shared.clone(), config_tx)?),
-            None => None,
+            None => {
+                tracing::info!("no --config file: hot reload is off");
+                None
+            }
         };
 
         let warm = tokio::spawn(warm::warm(
