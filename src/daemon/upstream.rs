@@ -85,14 +85,17 @@ impl HttpSource {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
-        let put = Put {
+        let mut put = Put {
             class,
             ttl,
             etag: header(ETAG),
             last_modified: header(LAST_MODIFIED),
             headers: None,
         };
-        if status == StatusCode::NOT_MODIFIED && stored.is_some() {
+        if let (StatusCode::NOT_MODIFIED, Some(m)) = (status, &stored) {
+            // A 304 need not repeat the validators (RFC 9110 §15.4.5): keep ours.
+            put.etag = put.etag.or_else(|| m.etag.clone());
+            put.last_modified = put.last_modified.or_else(|| m.last_modified.clone());
             self.cache.count(names::upstream("304"), 1);
             self.cache.refresh(key, ttl, &put)?;
             return Ok(Refresh {

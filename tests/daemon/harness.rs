@@ -72,7 +72,8 @@ async fn serve_feed(
         .entry((feed.clone(), status))
         .or_default() += 1;
     if fresh {
-        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+        // No validators on the 304: the daemon must keep the stored ones.
+        return StatusCode::NOT_MODIFIED.into_response();
     }
     let body = format!(
         "<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><title>{feed}</title>\
