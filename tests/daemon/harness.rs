@@ -195,7 +195,7 @@ where
 /// Writes a config: `cache_extra` lines go under `cache:`, `extra` at the top level.
 pub fn write_config(path: &Path, root: &Path, cache_extra: &str, extra: &str) {
     let text = format!(
-        "cache:\n  root: {}\n  access_flush: 1h\n{cache_extra}\
+        "fetch:\n  rate_limit: 100/s\ncache:\n  root: {}\n  access_flush: 1h\n{cache_extra}\
          daemon:\n  size_check: 200ms\n  shutdown_grace: 3s\n{extra}",
         root.display()
     );
