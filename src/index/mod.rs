@@ -141,6 +141,11 @@ impl Index {
             path: path.clone(),
             source: e,
         };
+        // The writer dirties many pages in eviction passes; a larger page
+        // cache keeps them from spilling to the WAL mid-transaction.
+        writer
+            .execute_batch("PRAGMA cache_size = -65536")
+            .map_err(wrap)?;
         // Takes effect only on a new, empty file: lets eviction give pages back.
         writer
             .execute_batch("PRAGMA auto_vacuum = INCREMENTAL")
@@ -459,6 +464,55 @@ pub fn delete_entry(c: &Connection, key: &str) -> rusqlite::Result<bool> {
         log_change(c, key)?;
     }
     Ok(existed)
+}
+
+/// Deletes the entry for `key` (logging the change) and returns its blob id.
+pub fn take_entry(c: &Connection, key: &str) -> rusqlite::Result<Option<i64>> {
+    let blob: Option<i64> = c
+        .prepare_cached("DELETE FROM entries WHERE key = ?1 RETURNING blob_id")?
+        .query_row([key], |r| r.get(0))
+        .optional()?;
+    if blob.is_some() {
+        log_change(c, key)?;
+    }
+    Ok(blob)
+}
+
+/// A blob after losing one reference.
+#[derive(Debug, Clone, Copy)]
+pub struct Unref {
+    /// References left; the caller deletes the row at 0.
+    pub refs: i64,
+    pub hash: Digest,
+    pub size: u64,
+    pub stored_size: u64,
+    pub is_file: bool,
+}
+
+/// Drops one reference in one statement and reports the blob's state.
+pub fn unref(c: &Connection, blob_id: i64) -> rusqlite::Result<Option<Unref>> {
+    c.prepare_cached(
+        "UPDATE blobs SET refs = refs - 1 WHERE id = ?1 \
+         RETURNING refs, hash, size, stored_size, data IS NULL",
+    )?
+    .query_row([blob_id], |r| {
+        let h: Vec<u8> = r.get(1)?;
+        Ok(Unref {
+            refs: r.get(0)?,
+            hash: Digest::from_slice(&h).unwrap_or(Digest([0; 32])),
+            size: r.get::<_, i64>(2)? as u64,
+            stored_size: r.get::<_, i64>(3)? as u64,
+            is_file: r.get(4)?,
+        })
+    })
+    .optional()
+}
+
+/// Deletes a blob row (its last reference is gone).
+pub fn delete_blob(c: &Connection, blob_id: i64) -> rusqlite::Result<()> {
+    c.prepare_cached("DELETE FROM blobs WHERE id = ?1")?
+        .execute([blob_id])?;
+    Ok(())
 }
 
 /// Records that `key`'s mapping changed, for other processes' hot maps.
