@@ -224,19 +224,25 @@ impl Index {
         Ok(out)
     }
 
-    /// Like [`Index::write`], but gives up at once if this process's writer
-    /// is busy (used for opportunistic flushes on the read path).
+    /// Like [`Index::write`], but gives up at once (`None`) if this
+    /// process's writer or another process holds the write lock: used for
+    /// opportunistic flushes on the read path, which must never wait.
     pub fn try_write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Option<Result<T>> {
         let mut conn = self.writer.try_lock().ok()?;
-        let run = || {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| self.wrap(e))?;
-            let out = f(&tx)?;
-            tx.commit().map_err(|e| self.wrap(e))?;
-            Ok(out)
+        let _ = conn.busy_timeout(Duration::ZERO);
+        let out = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy =>
+            {
+                None
+            }
+            Err(e) => Some(Err(self.wrap(e))),
+            Ok(tx) => {
+                Some(f(&tx).and_then(|out| tx.commit().map(|()| out).map_err(|e| self.wrap(e))))
+            }
         };
-        Some(run())
+        let _ = conn.busy_timeout(BUSY_TIMEOUT);
+        out
     }
 }
 
