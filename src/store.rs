@@ -350,11 +350,17 @@ impl Store {
         // Two tries: a file can vanish between the row read and the file
         // read when another process deletes or replaces the key.
         for attempt in 0..2 {
-            let results = self.index.read_snapshot(|c| {
+            let read_all = |c: &Connection| {
                 keys.iter()
                     .map(|k| self.read_in(c, k, &want_bytes))
                     .collect::<Result<Vec<_>>>()
-            })?;
+            };
+            // One key needs no explicit transaction: one statement is a snapshot.
+            let results = if keys.len() == 1 {
+                self.index.read_with(read_all)?
+            } else {
+                self.index.read_snapshot(read_all)?
+            };
             let retry = attempt == 0 && results.iter().any(|r| matches!(r, Outcome::FileGone(_)));
             if retry {
                 continue;

@@ -205,9 +205,21 @@ impl Index {
     pub fn read_snapshot<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let mut out = None;
         self.read(|c| {
-            c.execute_batch("BEGIN DEFERRED")?;
+            c.prepare_cached("BEGIN DEFERRED")?.execute([])?;
             out = Some(f(c));
-            c.execute_batch("COMMIT")
+            c.prepare_cached("COMMIT")?.execute([])?;
+            Ok(())
+        })?;
+        out.unwrap_or_else(|| unreachable!("closure ran"))
+    }
+
+    /// Runs `f` on a pooled reader connection without a transaction (one
+    /// statement is its own snapshot).
+    pub fn read_with<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let mut out = None;
+        self.read(|c| {
+            out = Some(f(c));
+            Ok(())
         })?;
         out.unwrap_or_else(|| unreachable!("closure ran"))
     }
@@ -567,6 +579,13 @@ pub fn record_access(c: &Connection, key: &str, hits: u64, last: Millis) -> rusq
         "UPDATE entries SET hits = hits + ?2, last_access = max(last_access, ?3) WHERE key = ?1",
     )?
     .execute(params![key, hits as i64, last])?;
+    Ok(())
+}
+
+/// Records batched hits without moving the (indexed) last access.
+pub fn record_hits(c: &Connection, key: &str, hits: u64) -> rusqlite::Result<()> {
+    c.prepare_cached("UPDATE entries SET hits = hits + ?2 WHERE key = ?1")?
+        .execute(params![key, hits as i64])?;
     Ok(())
 }
 
