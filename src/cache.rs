@@ -39,6 +39,8 @@ pub(crate) struct Inner {
     pub(crate) l1: moka::sync::Cache<Digest, Bytes>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) recorder: Recorder,
+    /// Single-flight calls in progress (fetch and get_or_fetch).
+    pub(crate) flights: crate::fetch::singleflight::Flights,
 }
 
 impl Drop for Inner {
@@ -250,6 +252,7 @@ impl CacheBuilder {
                 l1,
                 clock: self.clock,
                 recorder: Recorder::new(window),
+                flights: Default::default(),
             }),
         })
     }
