@@ -44,7 +44,8 @@ fn bench(c: &mut Criterion) {
         revalidate: true,
         ..FetchOptions::default()
     };
-    rt.block_on(fetcher.fetch(&url, "odds:bench:1", &opts)).unwrap();
+    rt.block_on(fetcher.fetch(&url, "odds:bench:1", &opts))
+        .unwrap();
     let client = reqwest::Client::new();
 
     let mut g = c.benchmark_group("revalidate_4KiB");
@@ -59,7 +60,10 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.bench_function("fetcher_conditional_get_304", |b| {
-        b.iter(|| rt.block_on(fetcher.fetch(&url, "odds:bench:1", &opts)).unwrap())
+        b.iter(|| {
+            rt.block_on(fetcher.fetch(&url, "odds:bench:1", &opts))
+                .unwrap()
+        })
     });
     g.finish();
 }

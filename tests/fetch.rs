@@ -23,7 +23,10 @@ use freshcache::{Cache, FetchOptions, Fetcher, ManualClock};
 /// origin's `Date` headers are real).
 pub fn cache() -> (tempfile::TempDir, Cache, ManualClock) {
     let dir = tempfile::tempdir().unwrap();
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
     let clock = ManualClock::new(now);
     let cache = Cache::builder()
         .root(dir.path().join("c"))

@@ -141,7 +141,10 @@ async fn demo_origin() -> anyhow::Result<std::net::SocketAddr> {
             let response = if request.contains("if-none-match: \"v1\"") {
                 format!("HTTP/1.1 304 Not Modified\r\n{head}\r\n")
             } else {
-                format!("HTTP/1.1 200 OK\r\n{head}content-length: {}\r\n\r\n{body}", body.len())
+                format!(
+                    "HTTP/1.1 200 OK\r\n{head}content-length: {}\r\n\r\n{body}",
+                    body.len()
+                )
             };
             let _ = sock.write_all(response.as_bytes()).await;
             let _ = sock.shutdown().await;
@@ -159,9 +162,11 @@ pub fn demo(cache: &Cache, clock: &ManualClock) -> anyhow::Result<()> {
     let key = "odds:g101:live";
     let fetcher = Fetcher::new(cache)?;
     let opts = FetchOptions::default();
-    let mut show = |what: &str| -> anyhow::Result<()> {
+    let show = |what: &str| -> anyhow::Result<()> {
         let o = rt.block_on(fetcher.fetch(&url, key, &opts))?;
-        let status = o.status.map_or("no request".into(), |s| format!("HTTP {s}"));
+        let status = o
+            .status
+            .map_or("no request".into(), |s| format!("HTTP {s}"));
         println!(
             "  {what:<26} {:<32} {status:<11} {:>3} body bytes",
             outcome_name(o.outcome),

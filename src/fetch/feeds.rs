@@ -220,7 +220,10 @@ mod tests {
             <item><title>A</title><link>https://example.test/a</link></item>
             <item><guid>g-2</guid><title>B</title></item></channel></rss>"#;
         let arts = parse("t", rss).unwrap();
-        let want = format!("h{}", &blake3::hash(b"https://example.test/a").to_hex()[..32]);
+        let want = format!(
+            "h{}",
+            &blake3::hash(b"https://example.test/a").to_hex()[..32]
+        );
         assert_eq!(arts[0].id, want);
         assert_eq!(arts[1].id, "g-2");
     }

@@ -245,7 +245,10 @@ mod tests {
         assert!(CacheControl::parse("no-cache=\"set-cookie\"").no_cache);
         assert_eq!(CacheControl::parse("max-age=abc").max_age, Some(0));
         assert_eq!(CacheControl::parse("max-age=\"30\"").max_age, Some(30));
-        assert_eq!(CacheControl::parse("max-age=90, max-age=30").max_age, Some(30));
+        assert_eq!(
+            CacheControl::parse("max-age=90, max-age=30").max_age,
+            Some(30)
+        );
     }
 
     #[test]

@@ -133,7 +133,10 @@ impl Fetcher {
                         }
                         None
                     }
-                    Ok(r) if r.status() == StatusCode::TOO_MANY_REQUESTS || r.status().is_server_error() => {
+                    Ok(r)
+                        if r.status() == StatusCode::TOO_MANY_REQUESTS
+                            || r.status().is_server_error() =>
+                    {
                         self.cache.count(names::upstream("error"), 1);
                         if attempt >= self.settings.retries {
                             return Err(Failure::new(&url, format!("HTTP {}", r.status()), true));
@@ -165,18 +168,29 @@ impl Fetcher {
                 self.cache.count(names::upstream("redirect"), 1);
                 let Some(location) = resp.headers().get("location").and_then(|l| l.to_str().ok())
                 else {
-                    return Err(Failure::new(&url, format!("HTTP {status} without Location"), false));
+                    return Err(Failure::new(
+                        &url,
+                        format!("HTTP {status} without Location"),
+                        false,
+                    ));
                 };
                 redirects += 1;
                 if redirects > self.settings.max_redirects {
                     return Err(Failure::new(
                         &url,
-                        format!("too many redirects (more than {})", self.settings.max_redirects),
+                        format!(
+                            "too many redirects (more than {})",
+                            self.settings.max_redirects
+                        ),
                         false,
                     ));
                 }
                 let next = url.join(location).map_err(|e| {
-                    Failure::new(&url, format!("bad redirect Location `{location}`: {e}"), false)
+                    Failure::new(
+                        &url,
+                        format!("bad redirect Location `{location}`: {e}"),
+                        false,
+                    )
                 })?;
                 permanent &= matches!(status.as_u16(), 301 | 308);
                 url = next;

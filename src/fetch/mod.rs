@@ -309,7 +309,10 @@ impl Fetcher {
             }
         }
         // A remembered permanent redirect skips the hops that led to it.
-        let start = match (stored.get(freshness::FROM_URL), stored.get(freshness::VALIDATED_URL)) {
+        let start = match (
+            stored.get(freshness::FROM_URL),
+            stored.get(freshness::VALIDATED_URL),
+        ) {
             (Some(from), Some(to))
                 if from == url.as_str() && stored.contains_key(freshness::PERMANENT) =>
             {
@@ -321,7 +324,11 @@ impl Fetcher {
             Some(e) => Validators {
                 etag: e.meta.etag.as_deref(),
                 last_modified: e.meta.last_modified.as_deref(),
-                url: Some(stored.get(freshness::VALIDATED_URL).map_or(url.as_str(), |u| u)),
+                url: Some(
+                    stored
+                        .get(freshness::VALIDATED_URL)
+                        .map_or(url.as_str(), |u| u),
+                ),
             },
             None => Validators::default(),
         };
@@ -387,7 +394,8 @@ impl Fetcher {
         freshness::merge_304(&mut headers, &x.headers);
         Self::bookkeeping(&mut headers, requested, &x);
         let (class, life) = self.ttl_for(key, opts, &headers)?;
-        self.cache.count(names::BYTES_SAVED_304.into(), entry.meta.size as i64);
+        self.cache
+            .count(names::BYTES_SAVED_304.into(), entry.meta.size as i64);
         let out = FetchOutcome {
             outcome: Outcome::Revalidated,
             status: Some(304),
@@ -408,7 +416,10 @@ impl Fetcher {
             class: Some(class),
             ttl: Some(ttl),
             etag: headers.get("etag").cloned().or(entry.meta.etag),
-            last_modified: headers.get("last-modified").cloned().or(entry.meta.last_modified),
+            last_modified: headers
+                .get("last-modified")
+                .cloned()
+                .or(entry.meta.last_modified),
             headers: Some(freshness::to_json(&headers)),
         };
         let now = self.cache.now();

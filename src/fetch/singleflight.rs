@@ -71,9 +71,10 @@ impl Flights {
         }
         {
             let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-            if map.get(&id).is_some_and(|c| {
-                Arc::ptr_eq(c, &(cell.clone() as Arc<dyn Any + Send + Sync>))
-            }) {
+            if map
+                .get(&id)
+                .is_some_and(|c| Arc::ptr_eq(c, &(cell.clone() as Arc<dyn Any + Send + Sync>)))
+            {
                 map.remove(&id);
             }
         }
@@ -208,9 +209,7 @@ mod tests {
         let flights = Flights::default();
         let (out, role) = flights
             .run::<u8, _, _>("k", || async {
-                Err(Error::UnknownClass {
-                    class: "x".into(),
-                })
+                Err(Error::UnknownClass { class: "x".into() })
             })
             .await;
         assert_eq!(role, Role::Leader);

@@ -49,21 +49,39 @@ async fn rss_atom_and_json_feed_articles_are_stored_and_a_malformed_feed_fails_a
     let reports = feeds::refresh_all(&f, &list).await;
     let articles: Vec<usize> = reports.iter().map(|r| r.articles).collect();
     assert_eq!(articles, [3, 0, 2, 2]);
-    assert!(reports[1].error.as_deref().unwrap().contains("malformed"), "{reports:?}");
+    assert!(
+        reports[1].error.as_deref().unwrap().contains("malformed"),
+        "{reports:?}"
+    );
     assert_eq!(reports[1].exit_code, Some(5));
-    assert!(reports.iter().enumerate().all(|(i, r)| (i == 1) == r.error.is_some()));
+    assert!(reports
+        .iter()
+        .enumerate()
+        .all(|(i, r)| (i == 1) == r.error.is_some()));
 
-    let a: Article = cache.get_json(&article_key("wire", "sw-4471")).unwrap().unwrap();
-    assert_eq!(a.title.as_deref(), Some("Injury report: starting QB questionable"));
+    let a: Article = cache
+        .get_json(&article_key("wire", "sw-4471"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        a.title.as_deref(),
+        Some("Injury report: starting QB questionable")
+    );
     assert_eq!(a.published.as_deref(), Some("2026-11-21T11:30:00+00:00"));
     let guid = "https://sideline-wire.example/2026/11/21/chiefs-safety";
     assert!(cache.get(&article_key("wire", guid)).unwrap().is_some());
     let atom: Article = cache
-        .get_json(&article_key("boxscore", "tag:boxscore-daily.example,2026-11-21:ot-thriller"))
+        .get_json(&article_key(
+            "boxscore",
+            "tag:boxscore-daily.example,2026-11-21:ot-thriller",
+        ))
         .unwrap()
         .unwrap();
     assert!(atom.content.unwrap().contains("drive chart"));
-    let json: Article = cache.get_json("news:oddsdesk:od-2026-11-21-001").unwrap().unwrap();
+    let json: Article = cache
+        .get_json("news:oddsdesk:od-2026-11-21-001")
+        .unwrap()
+        .unwrap();
     assert_eq!(json.summary.as_deref(), Some("Total down 3.5 points"));
     assert_eq!(cache.list(Some("news:wire:*")).unwrap().len(), 3);
     assert!(cache.list(Some("news:broken:*")).unwrap().is_empty());
@@ -71,11 +89,24 @@ async fn rss_atom_and_json_feed_articles_are_stored_and_a_malformed_feed_fails_a
     // Second refresh: 304s, nothing re-parsed; the broken feed is fetched again.
     let again = feeds::refresh_all(&f, &list).await;
     for i in [0, 2, 3] {
-        assert_eq!(again[i].outcome, Some(Outcome::Revalidated), "{:?}", again[i]);
+        assert_eq!(
+            again[i].outcome,
+            Some(Outcome::Revalidated),
+            "{:?}",
+            again[i]
+        );
         assert_eq!((again[i].articles, again[i].body_bytes), (0, 0));
     }
     assert!(again[1].error.is_some());
-    let broken: Vec<_> = o.requests().into_iter().filter(|r| r.path == "/malformed.xml").collect();
+    let broken: Vec<_> = o
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/malformed.xml")
+        .collect();
     assert_eq!(broken.len(), 2);
-    assert_eq!(broken[1].header("if-none-match"), None, "a malformed feed is not kept");
+    assert_eq!(
+        broken[1].header("if-none-match"),
+        None,
+        "a malformed feed is not kept"
+    );
 }

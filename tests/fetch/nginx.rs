@@ -51,9 +51,17 @@ fn start_nginx() -> Option<Nginx> {
     let dir = tempfile::tempdir().unwrap();
     let docs = dir.path().join("feeds");
     copy_feeds(&docs);
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let d = dir.path().display();
-    let user = if rustix::process::geteuid().is_root() { "user root;" } else { "" };
+    let user = if rustix::process::geteuid().is_root() {
+        "user root;"
+    } else {
+        ""
+    };
     let conf = format!(
         "{user}\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
          events {{ worker_connections 64; }}\n\
@@ -77,7 +85,12 @@ fn start_nginx() -> Option<Nginx> {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let nginx = Nginx { child, port, docs, _dir: dir };
+    let nginx = Nginx {
+        child,
+        port,
+        docs,
+        _dir: dir,
+    };
     for _ in 0..100 {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return Some(nginx);
@@ -94,7 +107,9 @@ async fn nginx_native_validators_give_304_then_200_after_a_change() {
     let (_d, cache, _clock) = cache();
     let f = fetcher(&cache);
     let first = f.fetch(&url, "feeds:wire", &revalidate()).await.unwrap();
-    let size = std::fs::metadata(nginx.docs.join("wire.xml")).unwrap().len();
+    let size = std::fs::metadata(nginx.docs.join("wire.xml"))
+        .unwrap()
+        .len();
     assert_eq!((first.status, first.body_bytes), (Some(200), size));
     let meta = cache.stat("feeds:wire").unwrap().unwrap();
     assert!(meta.etag.is_some() && meta.last_modified.is_some());
@@ -104,13 +119,19 @@ async fn nginx_native_validators_give_304_then_200_after_a_change() {
     assert_eq!((second.status, second.body_bytes), (Some(304), 0));
 
     let path = nginx.docs.join("wire.xml");
-    let new = std::fs::read_to_string(&path).unwrap().replace("Sideline Wire", "Sideline Wire Extra");
+    let new = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("Sideline Wire", "Sideline Wire Extra");
     std::fs::write(&path, &new).unwrap();
     let file = std::fs::File::options().write(true).open(&path).unwrap();
-    file.set_modified(SystemTime::now() + Duration::from_secs(5)).unwrap();
+    file.set_modified(SystemTime::now() + Duration::from_secs(5))
+        .unwrap();
     drop(file);
     let third = f.fetch(&url, "feeds:wire", &revalidate()).await.unwrap();
-    assert_eq!((third.status, third.body_bytes), (Some(200), new.len() as u64));
+    assert_eq!(
+        (third.status, third.body_bytes),
+        (Some(200), new.len() as u64)
+    );
     assert_eq!(cache.get("feeds:wire").unwrap().unwrap(), new.as_bytes());
 }
 
@@ -124,5 +145,8 @@ async fn nginx_feed_refresh_parses_on_200_and_not_on_304() {
     let first = feeds::refresh(&f, &feed).await.unwrap();
     assert_eq!((first.outcome, first.articles), (Some(Outcome::Fetched), 2));
     let second = feeds::refresh(&f, &feed).await.unwrap();
-    assert_eq!((second.outcome, second.status, second.articles), (Some(Outcome::Revalidated), Some(304), 0));
+    assert_eq!(
+        (second.outcome, second.status, second.articles),
+        (Some(Outcome::Revalidated), Some(304), 0)
+    );
 }

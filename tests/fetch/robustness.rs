@@ -27,10 +27,16 @@ async fn server_errors_are_retried_then_succeed() {
     })
     .await;
     let (_d, cache, _clock) = cache();
-    let out = fetcher(&cache).fetch(&o.url("/r"), "api:r", &opts()).await.unwrap();
+    let out = fetcher(&cache)
+        .fetch(&o.url("/r"), "api:r", &opts())
+        .await
+        .unwrap();
     assert_eq!((out.outcome, out.requests), (Outcome::Fetched, 3));
     assert_eq!(o.count(), 3);
-    assert!(o.requests().iter().all(|r| r.header("if-none-match").is_none()));
+    assert!(o
+        .requests()
+        .iter()
+        .all(|r| r.header("if-none-match").is_none()));
     let stats = cache.stats().unwrap();
     assert_eq!(stats.upstream_requests.get("error"), Some(&2));
 }
@@ -50,10 +56,13 @@ async fn too_many_requests_waits_for_retry_after() {
         .retry_max(Duration::from_secs(5))
         .build()
         .unwrap();
-    let out = tokio::time::timeout(Duration::from_secs(60), f.fetch(&o.url("/t"), "api:t", &opts()))
-        .await
-        .expect("Retry-After was not honoured")
-        .unwrap();
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        f.fetch(&o.url("/t"), "api:t", &opts()),
+    )
+    .await
+    .expect("Retry-After was not honoured")
+    .unwrap();
     assert_eq!((out.status, out.requests), (Some(200), 2));
 }
 
@@ -61,7 +70,10 @@ async fn too_many_requests_waits_for_retry_after() {
 async fn retry_after_beyond_the_limit_fails_instead_of_waiting() {
     let o = Origin::start(|_, _| reply(429, &[("retry-after", "3600")], "")).await;
     let (_d, cache, _clock) = cache();
-    let err = fetcher(&cache).fetch(&o.url("/t"), "api:t", &opts()).await.unwrap_err();
+    let err = fetcher(&cache)
+        .fetch(&o.url("/t"), "api:t", &opts())
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("retry after 3600"), "{err}");
     assert_eq!(o.count(), 1);
 }
@@ -70,7 +82,10 @@ async fn retry_after_beyond_the_limit_fails_instead_of_waiting() {
 async fn a_hanging_server_times_out_with_exit_code_5() {
     let o = Origin::start(|_, _| Reply::Hang).await;
     let (_d, cache, _clock) = cache();
-    let err = fetcher(&cache).fetch(&o.url("/h"), "api:h", &opts()).await.unwrap_err();
+    let err = fetcher(&cache)
+        .fetch(&o.url("/h"), "api:h", &opts())
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Upstream { .. }), "{err:?}");
     assert!(err.to_string().contains("timed out"), "{err}");
     assert_eq!(err.exit_code(), 5);
@@ -83,9 +98,15 @@ async fn connection_refused_is_retried_then_reported() {
     let url = format!("http://{}/x", listener.local_addr().unwrap());
     drop(listener);
     let (_d, cache, _clock) = cache();
-    let err = fetcher(&cache).fetch(&url, "api:x", &opts()).await.unwrap_err();
+    let err = fetcher(&cache)
+        .fetch(&url, "api:x", &opts())
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("could not connect"), "{err}");
-    assert_eq!(cache.stats().unwrap().upstream_requests.get("error"), Some(&3));
+    assert_eq!(
+        cache.stats().unwrap().upstream_requests.get("error"),
+        Some(&3)
+    );
 }
 
 #[tokio::test]
@@ -97,7 +118,10 @@ async fn a_redirect_loop_is_bounded() {
     .await;
     let (_d, cache, _clock) = cache();
     let f = Fetcher::builder(&cache).max_redirects(4).build().unwrap();
-    let err = f.fetch(&o.url("/a"), "api:loop", &opts()).await.unwrap_err();
+    let err = f
+        .fetch(&o.url("/a"), "api:loop", &opts())
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("too many redirects"), "{err}");
     assert_eq!(o.count(), 5, "the first request and four redirects");
 }
@@ -116,8 +140,14 @@ async fn permanent_redirects_are_remembered_and_each_hop_keeps_its_validators() 
     let f = fetcher(&cache);
     let first = f.fetch(&o.url("/old"), "api:mv", &opts()).await.unwrap();
     assert_eq!((first.requests, first.url.ends_with("/new")), (2, true));
-    assert_eq!(cache.stat("api:mv").unwrap().unwrap().etag.as_deref(), Some("\"new\""));
-    let again = f.fetch(&o.url("/old"), "api:mv", &revalidate()).await.unwrap();
+    assert_eq!(
+        cache.stat("api:mv").unwrap().unwrap().etag.as_deref(),
+        Some("\"new\"")
+    );
+    let again = f
+        .fetch(&o.url("/old"), "api:mv", &revalidate())
+        .await
+        .unwrap();
     assert_eq!((again.outcome, again.requests), (Outcome::Revalidated, 1));
     let seen = o.requests();
     assert_eq!(seen.len(), 3);
@@ -136,10 +166,16 @@ async fn temporary_redirects_send_validators_only_to_the_hop_they_came_from() {
     let (_d, cache, _clock) = cache();
     let f = fetcher(&cache);
     f.fetch(&o.url("/tmp"), "api:tmp", &opts()).await.unwrap();
-    let again = f.fetch(&o.url("/tmp"), "api:tmp", &revalidate()).await.unwrap();
+    let again = f
+        .fetch(&o.url("/tmp"), "api:tmp", &revalidate())
+        .await
+        .unwrap();
     assert_eq!(again.outcome, Outcome::Revalidated);
     let seen = o.requests();
-    assert_eq!(seen.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(), ["/tmp", "/target", "/tmp", "/target"]);
+    assert_eq!(
+        seen.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(),
+        ["/tmp", "/target", "/tmp", "/target"]
+    );
     assert_eq!(seen[2].header("if-none-match"), None);
     assert_eq!(seen[3].header("if-none-match").as_deref(), Some("\"t\""));
 }
@@ -151,9 +187,14 @@ async fn a_body_cut_short_is_an_error_and_keeps_the_old_copy() {
     )
     .await;
     let (_d, cache, _clock) = cache();
-    cache.put("api:cut", b"previous", freshcache::Put::default()).unwrap();
+    cache
+        .put("api:cut", b"previous", freshcache::Put::default())
+        .unwrap();
     let url = format!("http://{addr}/cut");
-    let err = fetcher(&cache).fetch(&url, "api:cut", &revalidate()).await.unwrap_err();
+    let err = fetcher(&cache)
+        .fetch(&url, "api:cut", &revalidate())
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("body"), "{err}");
     assert_eq!(cache.get("api:cut").unwrap().unwrap(), "previous");
 }
@@ -171,17 +212,30 @@ async fn stale_copy_only_when_asked_and_marked_stale() {
     clock.advance(Duration::from_secs(6));
     let err = f.fetch(&o.url("/s"), "api:s", &opts()).await.unwrap_err();
     assert_eq!(err.exit_code(), 5);
-    let out = f.fetch(&o.url("/s"), "api:s", &stale_if_error()).await.unwrap();
-    assert_eq!((out.outcome, out.freshness), (Outcome::StaleIfError, Freshness::Stale));
+    let out = f
+        .fetch(&o.url("/s"), "api:s", &stale_if_error())
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.outcome, out.freshness),
+        (Outcome::StaleIfError, Freshness::Stale)
+    );
     assert_eq!(&out.value[..], b"v1");
     assert!(out.error.unwrap().contains("500"));
-    assert!(cache.get("api:s").unwrap().is_none(), "still stale in the cache");
+    assert!(
+        cache.get("api:s").unwrap().is_none(),
+        "still stale in the cache"
+    );
 }
 
 #[tokio::test]
 async fn must_revalidate_means_an_error_not_stale_content() {
     let o = Origin::start(|_, n| match n {
-        1 => reply(200, &[("cache-control", "max-age=5, must-revalidate")], "v1"),
+        1 => reply(
+            200,
+            &[("cache-control", "max-age=5, must-revalidate")],
+            "v1",
+        ),
         _ => reply(503, &[], ""),
     })
     .await;
@@ -189,7 +243,10 @@ async fn must_revalidate_means_an_error_not_stale_content() {
     let f = fetcher(&cache);
     f.fetch(&o.url("/m"), "api:m", &opts()).await.unwrap();
     clock.advance(Duration::from_secs(6));
-    let err = f.fetch(&o.url("/m"), "api:m", &stale_if_error()).await.unwrap_err();
+    let err = f
+        .fetch(&o.url("/m"), "api:m", &stale_if_error())
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Upstream { .. }), "{err:?}");
 }
 
@@ -211,7 +268,17 @@ async fn the_quota_is_a_clear_error_and_survives_a_restart() {
         .unwrap();
     let f = Fetcher::builder(&cache).quota(quota).build().unwrap();
     let err = f.fetch(&o.url("/q"), "api:q", &opts()).await.unwrap_err();
-    assert!(matches!(err, Error::QuotaExceeded { used: 3, limit: 3, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::QuotaExceeded {
+                used: 3,
+                limit: 3,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert_eq!(err.exit_code(), 5);
     assert_eq!(o.count(), 3, "no request past the quota");
     clock.advance(Duration::from_secs(30 * 86_400));
@@ -243,7 +310,10 @@ async fn a_thousand_concurrent_callers_make_one_request() {
     assert_eq!(o.count(), 1);
     let stats = cache.stats().unwrap();
     assert_eq!(stats.upstream_requests.values().sum::<u64>(), 1);
-    assert!(shared > 0 && stats.upstream_calls_avoided >= 999, "{stats:?}");
+    assert!(
+        shared > 0 && stats.upstream_calls_avoided >= 999,
+        "{stats:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -33,7 +33,10 @@ async fn strong_etag_is_echoed_and_304_moves_no_body() {
     let f = fetcher(&cache);
     let first = f.fetch(&o.url("/odds"), "api:odds", &opts()).await.unwrap();
     assert_eq!(first.outcome, Outcome::Fetched);
-    assert_eq!((first.status, first.body_bytes), (Some(200), BODY.len() as u64));
+    assert_eq!(
+        (first.status, first.body_bytes),
+        (Some(200), BODY.len() as u64)
+    );
     assert_eq!(o.last().header("if-none-match"), None);
 
     let hit = f.fetch(&o.url("/odds"), "api:odds", &opts()).await.unwrap();
@@ -66,7 +69,10 @@ async fn weak_etag_is_echoed_byte_for_byte() {
     f.fetch(&o.url("/w"), "api:w", &opts()).await.unwrap();
     let again = f.fetch(&o.url("/w"), "api:w", &revalidate()).await.unwrap();
     assert_eq!(again.outcome, Outcome::Revalidated);
-    assert_eq!(o.last().header("if-none-match").as_deref(), Some("W/\"5f-a b\""));
+    assert_eq!(
+        o.last().header("if-none-match").as_deref(),
+        Some("W/\"5f-a b\"")
+    );
 }
 
 #[tokio::test]
@@ -76,7 +82,10 @@ async fn last_modified_only_is_sent_verbatim_as_if_modified_since() {
     let (_d, cache, _clock) = cache();
     let f = fetcher(&cache);
     f.fetch(&o.url("/lm"), "api:lm", &opts()).await.unwrap();
-    let again = f.fetch(&o.url("/lm"), "api:lm", &revalidate()).await.unwrap();
+    let again = f
+        .fetch(&o.url("/lm"), "api:lm", &revalidate())
+        .await
+        .unwrap();
     assert_eq!(again.outcome, Outcome::Revalidated);
     assert_eq!(o.last().header("if-modified-since").as_deref(), Some(LM));
     assert_eq!(o.last().header("if-none-match"), None);
@@ -85,16 +94,27 @@ async fn last_modified_only_is_sent_verbatim_as_if_modified_since() {
 #[tokio::test]
 async fn with_both_validators_if_none_match_is_sent() {
     const LM: &str = "Sat, 21 Nov 2026 09:00:00 GMT";
-    let o = validating_origin(&[("etag", "\"b\""), ("last-modified", LM)], "if-none-match", "\"b\"")
-        .await;
+    let o = validating_origin(
+        &[("etag", "\"b\""), ("last-modified", LM)],
+        "if-none-match",
+        "\"b\"",
+    )
+    .await;
     let (_d, cache, _clock) = cache();
     let f = fetcher(&cache);
     f.fetch(&o.url("/both"), "api:both", &opts()).await.unwrap();
-    let again = f.fetch(&o.url("/both"), "api:both", &revalidate()).await.unwrap();
+    let again = f
+        .fetch(&o.url("/both"), "api:both", &revalidate())
+        .await
+        .unwrap();
     assert_eq!(again.outcome, Outcome::Revalidated);
     assert_eq!(o.last().header("if-none-match").as_deref(), Some("\"b\""));
     let meta = cache.stat("api:both").unwrap().unwrap();
-    assert_eq!(meta.last_modified.as_deref(), Some(LM), "both validators kept");
+    assert_eq!(
+        meta.last_modified.as_deref(),
+        Some(LM),
+        "both validators kept"
+    );
 }
 
 #[tokio::test]
@@ -107,7 +127,13 @@ async fn without_validators_the_request_is_unconditional_and_content_deduplicate
     assert_eq!((again.outcome, again.status), (Outcome::Fetched, Some(200)));
     assert!(again.deduplicated, "unchanged content is stored once");
     let last = o.last();
-    assert_eq!((last.header("if-none-match"), last.header("if-modified-since")), (None, None));
+    assert_eq!(
+        (
+            last.header("if-none-match"),
+            last.header("if-modified-since")
+        ),
+        (None, None)
+    );
 }
 
 #[tokio::test]
@@ -124,7 +150,10 @@ async fn changed_resource_gives_new_bytes_and_new_validators() {
     let out = f.fetch(&o.url("/c"), "api:c", &revalidate()).await.unwrap();
     assert_eq!((out.outcome, out.body_bytes), (Outcome::Fetched, 4));
     assert_eq!(cache.get("api:c").unwrap().unwrap(), "new!");
-    assert_eq!(cache.stat("api:c").unwrap().unwrap().etag.as_deref(), Some("\"v2\""));
+    assert_eq!(
+        cache.stat("api:c").unwrap().unwrap().etag.as_deref(),
+        Some("\"v2\"")
+    );
 }
 
 #[tokio::test]
@@ -141,12 +170,19 @@ async fn max_age_shortens_the_class_ttl_and_may_lengthen_it_when_configured() {
     let long = Origin::start(|_, _| reply(200, &[("cache-control", "max-age=7200")], BODY)).await;
     f.fetch(&long.url("/l"), "api:l", &opts()).await.unwrap();
     let m = cache.stat("api:l").unwrap().unwrap();
-    assert_eq!(m.expires_at - m.created_at, 3_600_000, "the shorter (class) wins");
+    assert_eq!(
+        m.expires_at - m.created_at,
+        3_600_000,
+        "the shorter (class) wins"
+    );
     let server = freshcache::Fetcher::builder(&cache)
         .server_ttl(freshcache::config::ServerTtl::Server)
         .build()
         .unwrap();
-    server.fetch(&long.url("/l"), "api:l2", &opts()).await.unwrap();
+    server
+        .fetch(&long.url("/l"), "api:l2", &opts())
+        .await
+        .unwrap();
     let m = cache.stat("api:l2").unwrap().unwrap();
     assert_eq!(m.expires_at - m.created_at, 7_200_000);
 }
@@ -165,7 +201,10 @@ async fn expires_sets_the_lifetime_from_date() {
     })
     .await;
     let (_d, cache, _clock) = cache();
-    fetcher(&cache).fetch(&o.url("/e"), "api:e", &opts()).await.unwrap();
+    fetcher(&cache)
+        .fetch(&o.url("/e"), "api:e", &opts())
+        .await
+        .unwrap();
     let m = cache.stat("api:e").unwrap().unwrap();
     assert_eq!(m.expires_at - m.created_at, 120_000);
 }
@@ -174,7 +213,10 @@ async fn expires_sets_the_lifetime_from_date() {
 async fn no_store_is_returned_but_not_stored() {
     let o = Origin::start(|_, _| reply(200, &[("cache-control", "no-store")], BODY)).await;
     let (_d, cache, _clock) = cache();
-    let out = fetcher(&cache).fetch(&o.url("/s"), "api:s", &opts()).await.unwrap();
+    let out = fetcher(&cache)
+        .fetch(&o.url("/s"), "api:s", &opts())
+        .await
+        .unwrap();
     assert_eq!((out.outcome, out.stored), (Outcome::Fetched, false));
     assert_eq!(&out.value[..], BODY.as_bytes());
     assert!(cache.stat("api:s").unwrap().is_none());
@@ -182,8 +224,12 @@ async fn no_store_is_returned_but_not_stored() {
 
 #[tokio::test]
 async fn no_cache_is_stored_but_revalidated_on_every_fetch() {
-    let o = validating_origin(&[("etag", "\"nc\""), ("cache-control", "no-cache")], "if-none-match", "\"nc\"")
-        .await;
+    let o = validating_origin(
+        &[("etag", "\"nc\""), ("cache-control", "no-cache")],
+        "if-none-match",
+        "\"nc\"",
+    )
+    .await;
     let (_d, cache, _clock) = cache();
     let f = fetcher(&cache);
     f.fetch(&o.url("/nc"), "api:nc", &opts()).await.unwrap();
@@ -199,10 +245,22 @@ async fn no_cache_is_stored_but_revalidated_on_every_fetch() {
 #[tokio::test]
 async fn a_304_merges_headers_and_recomputes_freshness() {
     let o = Origin::start(|req, n| match n {
-        1 => reply(200, &[("etag", "\"x\""), ("cache-control", "max-age=10"), ("x-shard", "a")], BODY),
+        1 => reply(
+            200,
+            &[
+                ("etag", "\"x\""),
+                ("cache-control", "max-age=10"),
+                ("x-shard", "a"),
+            ],
+            BODY,
+        ),
         _ if req.header("if-none-match").as_deref() == Some("\"x\"") => reply(
             304,
-            &[("cache-control", "max-age=600"), ("x-shard", "b"), ("connection", "keep-alive")],
+            &[
+                ("cache-control", "max-age=600"),
+                ("x-shard", "b"),
+                ("connection", "keep-alive"),
+            ],
             "",
         ),
         _ => reply(500, &[], ""),
@@ -215,11 +273,23 @@ async fn a_304_merges_headers_and_recomputes_freshness() {
     let out = f.fetch(&o.url("/r"), "api:r", &opts()).await.unwrap();
     assert_eq!(out.outcome, Outcome::Revalidated);
     let m = cache.stat("api:r").unwrap().unwrap();
-    assert_eq!(m.expires_at - m.created_at, 600_000, "the 304's max-age applies");
-    assert_eq!(m.etag.as_deref(), Some("\"x\""), "a 304 without ETag keeps the old one");
+    assert_eq!(
+        m.expires_at - m.created_at,
+        600_000,
+        "the 304's max-age applies"
+    );
+    assert_eq!(
+        m.etag.as_deref(),
+        Some("\"x\""),
+        "a 304 without ETag keeps the old one"
+    );
     let h: serde_json::Value = serde_json::from_str(m.headers.as_deref().unwrap()).unwrap();
     assert_eq!(h["x-shard"], "b");
-    assert_eq!(h["content-length"], BODY.len().to_string(), "not taken from the 304");
+    assert_eq!(
+        h["content-length"],
+        BODY.len().to_string(),
+        "not taken from the 304"
+    );
     assert!(h.get("connection").is_none());
 }
 
@@ -236,14 +306,20 @@ async fn a_304_without_validators_does_not_empty_the_entry() {
     let out = f.fetch(&o.url("/f"), "api:f", &revalidate()).await.unwrap();
     assert_eq!(&out.value[..], BODY.as_bytes());
     assert_eq!(cache.get("api:f").unwrap().unwrap(), BODY.as_bytes());
-    assert_eq!(cache.stat("api:f").unwrap().unwrap().etag.as_deref(), Some("\"feed\""));
+    assert_eq!(
+        cache.stat("api:f").unwrap().unwrap().etag.as_deref(),
+        Some("\"feed\"")
+    );
 }
 
 #[tokio::test]
 async fn an_unsolicited_304_is_never_stored_as_a_body() {
     let o = Origin::start(|_, _| reply(304, &[("etag", "\"z\"")], "")).await;
     let (_d, cache, _clock) = cache();
-    let err = fetcher(&cache).fetch(&o.url("/z"), "api:z", &opts()).await.unwrap_err();
+    let err = fetcher(&cache)
+        .fetch(&o.url("/z"), "api:z", &opts())
+        .await
+        .unwrap_err();
     assert_eq!(err.exit_code(), 5);
     assert!(cache.stat("api:z").unwrap().is_none());
 }
