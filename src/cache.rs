@@ -44,6 +44,8 @@ pub(crate) struct Inner {
     pub(crate) hot: crate::hot::HotMap,
     /// The optional persistent hot tier (sled), if this process owns it.
     pub(crate) tier: Option<crate::tier::HotTier>,
+    /// Single-flight calls in progress (fetch and get_or_fetch).
+    pub(crate) flights: crate::fetch::singleflight::Flights,
 }
 
 impl Drop for Inner {
@@ -264,6 +266,7 @@ impl CacheBuilder {
                 latency: Default::default(),
                 hot,
                 tier,
+                flights: Default::default(),
             }),
         })
     }
