@@ -44,6 +44,8 @@ pub(crate) struct Inner {
     pub(crate) hot: crate::hot::HotMap,
     /// The optional persistent hot tier (sled), if this process owns it.
     pub(crate) tier: Option<crate::tier::HotTier>,
+    /// Single-flight calls in progress (fetch and get_or_fetch).
+    pub(crate) flights: crate::fetch::singleflight::Flights,
 }
 
 impl Drop for Inner {
@@ -264,6 +266,7 @@ impl CacheBuilder {
                 latency: Default::default(),
                 hot,
                 tier,
+                flights: Default::default(),
             }),
         })
     }
@@ -715,8 +718,12 @@ impl Cache {
             return None;
         }
         let bytes = self.inner.l1.get(&e.hash)?;
-        let hit = Some(names::hit(Tier::Memory, &e.class));
-        if self.inner.recorder.access(key.as_str(), hit, now) {
+        let hit = Some((Tier::Memory, &*e.class));
+        if self
+            .inner
+            .recorder
+            .access(key.as_str(), hit, Some(e.last_access), now)
+        {
             self.flush_soon();
         }
         Some(bytes)
@@ -752,6 +759,7 @@ impl Cache {
                     hash: row.hash,
                     expires_at: row.expires_at,
                     class: row.class.as_str().into(),
+                    last_access: row.last_access,
                 };
                 self.inner.hot.insert(key.as_str(), e, g);
             }
@@ -790,8 +798,12 @@ impl Cache {
                 (*tier, b.clone())
             }
         };
-        let hit = fresh.then(|| names::hit(tier, &read.row.class));
-        if self.inner.recorder.access(key.as_str(), hit, now) {
+        let hit = fresh.then_some((tier, read.row.class.as_str()));
+        if self
+            .inner
+            .recorder
+            .access(key.as_str(), hit, Some(read.row.last_access), now)
+        {
             self.flush_soon();
         }
         Some((read.row, bytes))

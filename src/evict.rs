@@ -27,8 +27,10 @@ pub const TEMP_MIN_AGE: Duration = Duration::from_secs(15 * 60);
 /// Victims fetched per query during eviction.
 const CHUNK: usize = 512;
 
-/// How long one eviction transaction may hold the write lock.
-const TXN_BUDGET: Duration = Duration::from_millis(200);
+/// How long one eviction transaction may hold the write lock. Longer
+/// amortises page writes better (measured: 200 ms → 1 s cut the 100k-of-1M
+/// pass by a third); other writers wait at most this long.
+const TXN_BUDGET: Duration = Duration::from_secs(1);
 
 /// Progress callback: (done, total); total is 0 when unknown.
 pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);

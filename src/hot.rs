@@ -32,6 +32,8 @@ pub(crate) struct HotEntry {
     pub hash: Digest,
     pub expires_at: Millis,
     pub class: Arc<str>,
+    /// The entry's last access as the index had it when remembered.
+    pub last_access: Millis,
 }
 
 #[derive(Debug)]

@@ -279,13 +279,24 @@ impl Store {
             if freed >= budget {
                 break;
             }
-            let Some((blob_id, size)) = index::entry_blob(tx, key).map_err(w)? else {
+            // Two statements per key: DELETE … RETURNING, UPDATE … RETURNING.
+            let Some(blob_id) = index::take_entry(tx, key).map_err(w)? else {
                 continue;
             };
-            index::delete_entry(tx, key).map_err(w)?;
-            freed += self.release(tx, blob_id, &mut d)? + index::entry_cost(key.len());
+            if let Some(u) = index::unref(tx, blob_id).map_err(w)? {
+                if u.refs <= 0 {
+                    index::delete_blob(tx, blob_id).map_err(w)?;
+                    if u.is_file {
+                        self.files.remove(&u.hash)?;
+                        d.files -= u.stored_size as i64;
+                    }
+                    d.stored -= u.stored_size as i64;
+                    freed += u.stored_size;
+                }
+                d.logical -= u.size as i64;
+            }
+            freed += index::entry_cost(key.len());
             d.entries -= 1;
-            d.logical -= size as i64;
             d.key_bytes -= key.len() as i64;
             n += 1;
         }
@@ -339,11 +350,17 @@ impl Store {
         // Two tries: a file can vanish between the row read and the file
         // read when another process deletes or replaces the key.
         for attempt in 0..2 {
-            let results = self.index.read_snapshot(|c| {
+            let read_all = |c: &Connection| {
                 keys.iter()
                     .map(|k| self.read_in(c, k, &want_bytes))
                     .collect::<Result<Vec<_>>>()
-            })?;
+            };
+            // One key needs no explicit transaction: one statement is a snapshot.
+            let results = if keys.len() == 1 {
+                self.index.read_with(read_all)?
+            } else {
+                self.index.read_snapshot(read_all)?
+            };
             let retry = attempt == 0 && results.iter().any(|r| matches!(r, Outcome::FileGone(_)));
             if retry {
                 continue;

@@ -14,6 +14,8 @@ use freshcache::{Cache, Config, Error, Meta, Put};
 
 #[path = "../cli/demo.rs"]
 mod demo;
+#[path = "../cli/fetch.rs"]
+mod fetch;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -127,6 +129,13 @@ enum Cmd {
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
     },
+    /// Conditional GET of URL into KEY (exit 5 if the upstream fails with no usable copy).
+    Fetch(fetch::FetchArgs),
+    /// News feeds from the config.
+    Feeds {
+        #[command(subcommand)]
+        cmd: fetch::FeedsCmd,
+    },
     /// A tour: features, odds and news stored, expired, guarded, evicted.
     Demo {
         /// Keep the demo's cache directory.
@@ -164,6 +173,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match run(cli) {
         Ok(Status::Ok) => ExitCode::SUCCESS,
@@ -470,6 +480,8 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
                 Status::Code(4)
             })
         }
+        Cmd::Fetch(args) => fetch::fetch(&cache, args),
+        Cmd::Feeds { cmd } => fetch::feeds(&cache, cmd),
         Cmd::Demo { .. } | Cmd::Run { .. } => unreachable!("handled above"),
     }
 }

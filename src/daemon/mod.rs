@@ -29,7 +29,7 @@ use http::Shared;
 use jobs::Jobs;
 pub use schedule::{Due, Job, Schedule};
 pub use source::{warm_key, FeedSource, Outcome, Refresh};
-pub use upstream::HttpSource;
+pub use upstream::FetcherSource;
 
 /// The longest the loop sleeps, so a wall-clock jump is noticed.
 const MAX_SLEEP: Duration = Duration::from_secs(30);
@@ -57,7 +57,7 @@ pub struct Daemon {
 /// See [`Daemon::bind`] and [`Daemon::run_with`].
 pub async fn run(cache: Cache, options: Options) -> Result<()> {
     let daemon = Daemon::bind(cache, options).await?;
-    let source = HttpSource::new(&daemon.cache)?;
+    let source = FetcherSource::new(&daemon.cache)?;
     daemon.run_with(source, shutdown_signal()).await
 }
 
@@ -114,12 +114,12 @@ impl Daemon {
             .map_err(|source| Error::Listen { addr, source })
     }
 
-    /// Runs with the built-in HTTP source until `shutdown` resolves.
+    /// Runs with the built-in [`FetcherSource`] until `shutdown` resolves.
     ///
     /// # Errors
     /// As [`Daemon::run_with`].
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
-        let source = HttpSource::new(&self.cache)?;
+        let source = FetcherSource::new(&self.cache)?;
         self.run_with(source, shutdown).await
     }
 

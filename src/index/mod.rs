@@ -141,6 +141,11 @@ impl Index {
             path: path.clone(),
             source: e,
         };
+        // The writer dirties many pages in eviction passes; a larger page
+        // cache keeps them from spilling to the WAL mid-transaction.
+        writer
+            .execute_batch("PRAGMA cache_size = -65536")
+            .map_err(wrap)?;
         // Takes effect only on a new, empty file: lets eviction give pages back.
         writer
             .execute_batch("PRAGMA auto_vacuum = INCREMENTAL")
@@ -200,9 +205,21 @@ impl Index {
     pub fn read_snapshot<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let mut out = None;
         self.read(|c| {
-            c.execute_batch("BEGIN DEFERRED")?;
+            c.prepare_cached("BEGIN DEFERRED")?.execute([])?;
             out = Some(f(c));
-            c.execute_batch("COMMIT")
+            c.prepare_cached("COMMIT")?.execute([])?;
+            Ok(())
+        })?;
+        out.unwrap_or_else(|| unreachable!("closure ran"))
+    }
+
+    /// Runs `f` on a pooled reader connection without a transaction (one
+    /// statement is its own snapshot).
+    pub fn read_with<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let mut out = None;
+        self.read(|c| {
+            out = Some(f(c));
+            Ok(())
         })?;
         out.unwrap_or_else(|| unreachable!("closure ran"))
     }
@@ -219,19 +236,25 @@ impl Index {
         Ok(out)
     }
 
-    /// Like [`Index::write`], but gives up at once if this process's writer
-    /// is busy (used for opportunistic flushes on the read path).
+    /// Like [`Index::write`], but gives up at once (`None`) if this
+    /// process's writer or another process holds the write lock: used for
+    /// opportunistic flushes on the read path, which must never wait.
     pub fn try_write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Option<Result<T>> {
         let mut conn = self.writer.try_lock().ok()?;
-        let run = || {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| self.wrap(e))?;
-            let out = f(&tx)?;
-            tx.commit().map_err(|e| self.wrap(e))?;
-            Ok(out)
+        let _ = conn.busy_timeout(Duration::ZERO);
+        let out = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy =>
+            {
+                None
+            }
+            Err(e) => Some(Err(self.wrap(e))),
+            Ok(tx) => {
+                Some(f(&tx).and_then(|out| tx.commit().map(|()| out).map_err(|e| self.wrap(e))))
+            }
         };
-        Some(run())
+        let _ = conn.busy_timeout(BUSY_TIMEOUT);
+        out
     }
 }
 
@@ -461,6 +484,55 @@ pub fn delete_entry(c: &Connection, key: &str) -> rusqlite::Result<bool> {
     Ok(existed)
 }
 
+/// Deletes the entry for `key` (logging the change) and returns its blob id.
+pub fn take_entry(c: &Connection, key: &str) -> rusqlite::Result<Option<i64>> {
+    let blob: Option<i64> = c
+        .prepare_cached("DELETE FROM entries WHERE key = ?1 RETURNING blob_id")?
+        .query_row([key], |r| r.get(0))
+        .optional()?;
+    if blob.is_some() {
+        log_change(c, key)?;
+    }
+    Ok(blob)
+}
+
+/// A blob after losing one reference.
+#[derive(Debug, Clone, Copy)]
+pub struct Unref {
+    /// References left; the caller deletes the row at 0.
+    pub refs: i64,
+    pub hash: Digest,
+    pub size: u64,
+    pub stored_size: u64,
+    pub is_file: bool,
+}
+
+/// Drops one reference in one statement and reports the blob's state.
+pub fn unref(c: &Connection, blob_id: i64) -> rusqlite::Result<Option<Unref>> {
+    c.prepare_cached(
+        "UPDATE blobs SET refs = refs - 1 WHERE id = ?1 \
+         RETURNING refs, hash, size, stored_size, data IS NULL",
+    )?
+    .query_row([blob_id], |r| {
+        let h: Vec<u8> = r.get(1)?;
+        Ok(Unref {
+            refs: r.get(0)?,
+            hash: Digest::from_slice(&h).unwrap_or(Digest([0; 32])),
+            size: r.get::<_, i64>(2)? as u64,
+            stored_size: r.get::<_, i64>(3)? as u64,
+            is_file: r.get(4)?,
+        })
+    })
+    .optional()
+}
+
+/// Deletes a blob row (its last reference is gone).
+pub fn delete_blob(c: &Connection, blob_id: i64) -> rusqlite::Result<()> {
+    c.prepare_cached("DELETE FROM blobs WHERE id = ?1")?
+        .execute([blob_id])?;
+    Ok(())
+}
+
 /// Records that `key`'s mapping changed, for other processes' hot maps.
 pub fn log_change(c: &Connection, key: &str) -> rusqlite::Result<()> {
     c.prepare_cached("INSERT INTO changes(key) VALUES (?1)")?
@@ -507,6 +579,13 @@ pub fn record_access(c: &Connection, key: &str, hits: u64, last: Millis) -> rusq
         "UPDATE entries SET hits = hits + ?2, last_access = max(last_access, ?3) WHERE key = ?1",
     )?
     .execute(params![key, hits as i64, last])?;
+    Ok(())
+}
+
+/// Records batched hits without moving the (indexed) last access.
+pub fn record_hits(c: &Connection, key: &str, hits: u64) -> rusqlite::Result<()> {
+    c.prepare_cached("UPDATE entries SET hits = hits + ?2 WHERE key = ?1")?
+        .execute(params![key, hits as i64])?;
     Ok(())
 }
 

@@ -9,6 +9,7 @@ mod harness;
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use harness::{cli, eventually, feed, read, value, write_config, Daemon, Origin};
 
@@ -42,6 +43,16 @@ async fn refreshes_feeds_with_conditional_gets_and_evicts_past_the_cap() {
     assert!(value(&m, "freshcache_upstream_requests_total{outcome=\"304\"}") >= Some(3.0));
     assert!(value(&m, "freshcache_scheduler_lag_seconds{job=\"feed\"}").is_some());
     assert_eq!(d.get("/healthz").await.trim(), "ok");
+    // The 200 was parsed: each article stored as news:<feed>:<id>.
+    for key in ["news:wire:wire-1", "news:wire:wire-2"] {
+        let out = cli(&cfg, &["get", key]);
+        assert!(
+            out.status.success(),
+            "{key}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(read(&d.log).contains("articles=2"), "{}", read(&d.log));
     let stats: serde_json::Value = serde_json::from_str(&d.get("/v1/stats").await).unwrap();
     assert!(stats["entries"].as_u64() >= Some(1), "{stats}");
 
@@ -112,6 +123,20 @@ async fn applies_a_changed_config_and_rejects_a_broken_one() {
         Some(1.0),
         "{m}"
     );
+    // The new feed's articles carry the new class and its TTL.
+    let out = cli(&cfg, &["stat", "news:flash:flash-1", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(meta["class"], "breaking", "{meta}");
+    let time = |f: &str| humantime::parse_rfc3339(meta[f].as_str().unwrap()).unwrap();
+    let ttl = time("expires_at")
+        .duration_since(time("created_at"))
+        .unwrap();
+    assert_eq!(ttl, Duration::from_secs(7 * 60), "{meta}");
 
     // A broken config: logged with its field, counted, the old one stays.
     let broken = two.replace("ttl: 5s", "ttl: soon");
