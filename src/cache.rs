@@ -40,6 +40,8 @@ pub(crate) struct Inner {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) recorder: Recorder,
     pub(crate) latency: crate::metrics::Latency,
+    /// The shared Redis tier, when `redis.url` is set.
+    pub(crate) redis: Option<crate::redis::RedisTier>,
 }
 
 impl Drop for Inner {
@@ -242,7 +244,8 @@ impl CacheBuilder {
             .build();
         let window = c.access_flush.0.as_millis() as Millis;
         let classes = Classes::from_config(&self.config);
-        Ok(Cache {
+        let redis = crate::redis::RedisTier::from_config(&self.config)?;
+        let cache = Cache {
             inner: Arc::new(Inner {
                 root,
                 classes: RwLock::new(Arc::new(classes)),
@@ -252,8 +255,13 @@ impl CacheBuilder {
                 clock: self.clock,
                 recorder: Recorder::new(window),
                 latency: Default::default(),
+                redis,
             }),
-        })
+        };
+        if let Some(r) = &cache.inner.redis {
+            r.start(&cache);
+        }
+        Ok(cache)
     }
 }
 
@@ -412,6 +420,9 @@ impl Cache {
             })
             .collect();
         let outcomes = self.inner.store.put_many(&store_items)?;
+        if let Some(r) = &self.inner.redis {
+            r.write_through(now, &store_items);
+        }
         let l1_max = config.cache.memory_size.0 / 16;
         Ok(store_items
             .iter()
@@ -553,6 +564,9 @@ impl Cache {
     /// [`Error::InvalidKey`] or a storage error.
     pub fn delete(&self, key: &str) -> Result<bool> {
         let key = Key::new(key)?;
+        if let Some(r) = &self.inner.redis {
+            r.invalidate(&Pattern::new(key.as_str())?);
+        }
         Ok(self.inner.store.delete(&[key.as_str().to_owned()])? > 0)
     }
 
@@ -561,6 +575,15 @@ impl Cache {
     /// # Errors
     /// [`Error::InvalidPattern`] or a storage error (nothing removed then).
     pub fn invalidate(&self, pattern: &str) -> Result<usize> {
+        if let Some(r) = &self.inner.redis {
+            r.invalidate(&Pattern::new(pattern)?);
+        }
+        self.invalidate_local(pattern)
+    }
+
+    /// [`Cache::invalidate`] on this root's tiers only (remote invalidations
+    /// arrive here).
+    pub(crate) fn invalidate_local(&self, pattern: &str) -> Result<usize> {
         let pattern = Pattern::new(pattern)?;
         let (lo, hi) = pattern.range();
         let store = &self.inner.store;
@@ -610,7 +633,7 @@ impl Cache {
             .resolve(&key, opts.class.as_deref(), opts.ttl.or(ttl))?;
         let now = self.now();
         let store = &self.inner.store;
-        store.index.write(|tx| {
+        let refreshed = store.index.write(|tx| {
             index::refresh_entry(
                 tx,
                 key.as_str(),
@@ -621,7 +644,16 @@ impl Cache {
                 opts.headers.as_deref(),
             )
             .map_err(|e| store.index.wrap(e))
-        })
+        })?;
+        if let (true, Some(r)) = (refreshed, &self.inner.redis) {
+            r.write_back(self, key.as_str());
+        }
+        Ok(refreshed)
+    }
+
+    /// The shared Redis tier, if one is configured.
+    pub fn redis(&self) -> Option<&crate::redis::RedisTier> {
+        self.inner.redis.as_ref()
     }
 
     /// Hits, misses, sizes and rates, shared by every process on the root.
@@ -629,10 +661,15 @@ impl Cache {
     /// # Errors
     /// A storage error.
     pub fn stats(&self) -> Result<Stats> {
-        Stats::load(
+        let mut s = Stats::load(
             &self.inner.store.index,
             self.inner.recorder.pending_counters(),
-        )
+        )?;
+        if let Some(r) = &self.inner.redis {
+            s.redis.configured = true;
+            s.redis.up = r.is_up();
+        }
+        Ok(s)
     }
 
     /// Writes batched access records and counters now.
@@ -703,11 +740,21 @@ impl Cache {
         allow_stale: bool,
         l1_hits: &[(Digest, Bytes)],
     ) -> Option<(Row, Bytes)> {
+        let redis = |allow_stale| {
+            let r = self.inner.redis.as_ref()?;
+            r.read_through(self, key, now, allow_stale)
+        };
         let Some(read) = read else {
+            if let Some(hit) = redis(allow_stale) {
+                return Some(hit);
+            }
             self.count(names::miss(&self.classes().classify(key.as_str()).0), 1);
             return None;
         };
         let fresh = Freshness::at(read.row.expires_at, now).is_fresh();
+        if let Some(hit) = (!fresh).then(|| redis(false)).flatten() {
+            return Some(hit);
+        }
         if !fresh && !allow_stale {
             self.count(names::miss(&read.row.class), 1);
             return None;

@@ -39,6 +39,7 @@ pub mod index;
 mod key;
 pub mod metrics;
 pub mod policy;
+pub mod redis;
 pub mod stats;
 pub mod store;
 
@@ -51,4 +52,5 @@ pub use evict::{EvictionReport, GcReport, VerifyReport};
 pub use guard::{FreshSet, Guard, Signal, StaleReason, StaleSignal};
 pub use key::{Key, Pattern, MAX_KEY_BYTES};
 pub use policy::Freshness;
-pub use stats::{Stats, Tier};
+pub use redis::{Admission, Lease, LeaseOutcome, RedisTier};
+pub use stats::{RedisStats, Stats, Tier};
