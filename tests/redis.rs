@@ -16,7 +16,7 @@ use bytes::Bytes;
 use common::{open_with, tool};
 use freshcache::config::Rate;
 use freshcache::{Admission, Cache, Error, LeaseOutcome, ManualClock, Put};
-use redis_server::{RedisCluster, RedisServer};
+use redis_server::{Partition, RedisCluster, RedisServer};
 
 /// A cache at a fresh root using Redis at `url`.
 fn instance(url: &str, cluster: bool) -> (Cache, ManualClock, tempfile::TempDir) {
@@ -170,6 +170,40 @@ fn redis_cluster_passes_the_same_read_write_invalidate_contract() {
         return;
     };
     read_write_invalidate(&cluster.url(), true);
+}
+
+#[test]
+fn an_instance_cut_off_from_redis_replays_missed_invalidations_on_reconnect() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let partition = Partition::new(server.port);
+    let (a, _ca, _da) = instance(&server.url(), false);
+    let (b, _cb, _db) = instance(&partition.url(), false);
+    wait_subscribed(&[&a, &b]);
+    for k in ["news:reuters:1", "news:ap:1"] {
+        a.put(k, k.as_bytes(), Put::default()).unwrap();
+        assert!(b.get(k).unwrap().is_some());
+    }
+    partition.cut();
+    let rb = b.redis().unwrap();
+    assert!(eventually(Duration::from_secs(10), || !rb.is_subscribed()));
+    assert_eq!(a.invalidate("news:reuters:*").unwrap(), 1);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        b.stat("news:reuters:1").unwrap().is_some(),
+        "cut off: B cannot have heard it yet"
+    );
+    partition.restore();
+    assert!(
+        eventually(Duration::from_secs(10), || b
+            .stat("news:reuters:1")
+            .unwrap()
+            .is_none()),
+        "B did not replay the invalidation it missed"
+    );
+    assert!(b.stat("news:ap:1").unwrap().is_some());
+    assert_eq!(b.stats().unwrap().redis.invalidations_received, 1);
 }
 
 #[test]

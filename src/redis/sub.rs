@@ -138,20 +138,23 @@ async fn apply(core: &Arc<Core>, origin: &str, pattern: &str) {
 /// the log no longer reaches back that far.
 async fn catch_up(core: &Arc<Core>, c: &mut Conn) -> RedisResult<()> {
     let log = core.keys.inv_log();
-    let info: RedisResult<Vec<Value>> = redis::cmd("XINFO")
+    let exists: i64 = redis::cmd("EXISTS").arg(&log).query_async(c).await?;
+    let last = *lock(&core.sub.last);
+    if exists == 0 {
+        // No log: nothing was ever invalidated, or Redis restarted without
+        // its data. Either way there is nothing to replay; anything logged
+        // from now on is new to this instance.
+        if last.is_some_and(|l| l > (0, 0)) {
+            tracing::info!("redis invalidation log is gone (restart?); nothing to replay");
+        }
+        *lock(&core.sub.last) = Some((0, 0));
+        return Ok(());
+    }
+    let info: Vec<Value> = redis::cmd("XINFO")
         .arg("STREAM")
         .arg(&log)
         .query_async(c)
-        .await;
-    let last = *lock(&core.sub.last);
-    let Ok(info) = info else {
-        // No log: Redis is empty (first use, or restarted without data).
-        if last.is_some() {
-            tracing::info!("redis invalidation log is gone (restart?); nothing to replay");
-            *lock(&core.sub.last) = Some((0, 0));
-        }
-        return Ok(());
-    };
+        .await?;
     let field = |name: &str| -> Option<&Value> {
         info.chunks(2).find_map(|kv| match kv {
             [Value::BulkString(k), v] if k == name.as_bytes() => Some(v),
