@@ -4,18 +4,18 @@
 //! that dies and comes back, and a 3-node Redis Cluster.
 
 mod common;
+#[path = "common/origin.rs"]
+mod origin;
 #[path = "common/redis_server.rs"]
 mod redis_server;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use common::{open_with, tool};
 use freshcache::config::Rate;
 use freshcache::{Admission, Cache, Error, LeaseOutcome, ManualClock, Put};
+use origin::{get_or_fetch, Origin};
 use redis_server::{Partition, RedisCluster, RedisServer};
 
 /// A cache at a fresh root using Redis at `url`.
@@ -254,83 +254,6 @@ fn dead_redis_degrades_to_local_tiers_and_the_tier_comes_back() {
     );
     let text = a.metrics().unwrap().finish();
     assert!(text.contains("freshcache_redis_up 1\n"), "{text}");
-}
-
-/// A counting HTTP origin on 127.0.0.1 (axum), answering after `delay`.
-struct Origin {
-    addr: SocketAddr,
-    arrivals: Arc<Mutex<Vec<Instant>>>,
-    _rt: tokio::runtime::Runtime,
-}
-
-impl Origin {
-    fn start(delay: Duration) -> Origin {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let arrivals = Arc::new(Mutex::new(Vec::new()));
-        let seen = arrivals.clone();
-        let app = axum::Router::new().fallback(move || {
-            let seen = seen.clone();
-            async move {
-                seen.lock().unwrap().push(Instant::now());
-                tokio::time::sleep(delay).await;
-                "{\"home\":-110}"
-            }
-        });
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
-        rt.spawn(async move { axum::serve(listener, app).await });
-        Origin {
-            addr,
-            arrivals,
-            _rt: rt,
-        }
-    }
-
-    fn count(&self) -> usize {
-        self.arrivals.lock().unwrap().len()
-    }
-
-    /// A plain HTTP/1.1 GET; returns the body.
-    fn get(&self, path: &str) -> Vec<u8> {
-        let mut s = TcpStream::connect(self.addr).unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: origin\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).unwrap();
-        let at = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-        buf[at..].to_vec()
-    }
-}
-
-/// What a fetcher does with the tier: local single-flight, then the
-/// cross-instance lease, then the upstream.
-fn get_or_fetch(cache: &Cache, key: &str, flight: &Mutex<()>, origin: &Origin) -> Bytes {
-    if let Some(v) = cache.get(key).unwrap() {
-        return v;
-    }
-    let _one = flight.lock().unwrap();
-    if let Some(v) = cache.get(key).unwrap() {
-        return v;
-    }
-    match cache.redis().unwrap().lease(key) {
-        LeaseOutcome::Won(lease) => {
-            let body = origin.get("/odds");
-            cache.put(key, &body, Put::default()).unwrap();
-            drop(lease);
-            Bytes::from(body)
-        }
-        LeaseOutcome::Filled => cache.get(key).unwrap().expect("filled by the holder"),
-        other => panic!("unexpected lease outcome {other:?}"),
-    }
 }
 
 #[test]
