@@ -421,3 +421,47 @@ fn unreachable_redis_at_open_is_not_an_error() {
         Admission::Local
     );
 }
+
+/// Prints per-call figures (debug build; informational, nothing asserted).
+#[test]
+fn figures_for_the_report() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let (a, _ca, _da) = instance(&server.url(), false);
+    let (b, _cb, _db) = instance(&server.url(), false);
+    let dir = tempfile::tempdir().unwrap();
+    let (plain, _) = common::open(dir.path());
+    let n = 200;
+    let time = |label: &str, f: &mut dyn FnMut(usize)| {
+        let start = Instant::now();
+        for i in 0..n {
+            f(i);
+        }
+        eprintln!(
+            "{label:<34} {:>8.1} µs/op",
+            start.elapsed().as_secs_f64() * 1e6 / n as f64
+        );
+    };
+    time("put, no redis", &mut |i| {
+        plain
+            .put(&format!("odds:p:{i}"), b"{\"x\":1}", Put::default())
+            .unwrap();
+    });
+    time("put + write-through", &mut |i| {
+        a.put(&format!("odds:p:{i}"), b"{\"x\":1}", Put::default())
+            .unwrap();
+    });
+    time("get, redis read-through + backfill", &mut |i| {
+        b.get(&format!("odds:p:{i}")).unwrap().unwrap();
+    });
+    time("get, local (L1) after backfill", &mut |i| {
+        b.get(&format!("odds:p:{i}")).unwrap().unwrap();
+    });
+    time("get miss, redis up (1 round trip)", &mut |i| {
+        assert!(b.get(&format!("odds:none:{i}")).unwrap().is_none());
+    });
+    time("get miss, no redis", &mut |i| {
+        assert!(plain.get(&format!("odds:none:{i}")).unwrap().is_none());
+    });
+}

@@ -10,6 +10,7 @@
 //!   expires_at and validators), never back through to Redis.
 
 use bytes::Bytes;
+use futures_util::future::{try_join, try_join_all};
 use redis::Script;
 
 use super::codec::{self, Body, Record};
@@ -210,39 +211,43 @@ impl RedisTier {
         let n = out.len() as i64;
         let deadline = s.timeout * (1 + out.len().min(8) as u32);
         let done = self.block("put", deadline, move |core| async move {
-            let mut c = core.conn().await?;
-            let index = Script::new(INDEX_SCRIPT);
-            let touch = Script::new(BLOB_TOUCH_SCRIPT);
-            for o in out {
-                if let Some((bk, bytes)) = &o.blob {
-                    let present: i64 = touch.key(bk).arg(o.ttl_ms).invoke_async(&mut c).await?;
-                    if present == 0 {
-                        redis::cmd("SET")
-                            .arg(bk)
-                            .arg(bytes)
-                            .arg("PX")
-                            .arg(o.ttl_ms)
-                            .query_async::<()>(&mut c)
-                            .await?;
+            let c = core.conn().await?;
+            // Items in parallel on the multiplexed connection; per item the
+            // blob first (a record must not name a blob not yet there), then
+            // the record and its index entry together.
+            let writes = out.into_iter().map(|o| {
+                let (mut c1, mut c2, core) = (c.clone(), c.clone(), core.clone());
+                async move {
+                    if let Some((bk, bytes)) = &o.blob {
+                        let touch = Script::new(BLOB_TOUCH_SCRIPT);
+                        let present: i64 =
+                            touch.key(bk).arg(o.ttl_ms).invoke_async(&mut c1).await?;
+                        if present == 0 {
+                            redis::cmd("SET")
+                                .arg(bk)
+                                .arg(bytes)
+                                .arg("PX")
+                                .arg(o.ttl_ms)
+                                .query_async::<()>(&mut c1)
+                                .await?;
+                        }
                     }
+                    let mut set = redis::cmd("SET");
+                    set.arg(&o.entry_key).arg(&o.record).arg("PX").arg(o.ttl_ms);
+                    let record = set.query_async::<()>(&mut c1);
+                    let index = Script::new(INDEX_SCRIPT);
+                    let mut index = index.prepare_invoke();
+                    index
+                        .key(core.keys.index_lex())
+                        .key(core.keys.index_exp())
+                        .arg(&o.key)
+                        .arg(o.index_until)
+                        .arg(now);
+                    let indexed = index.invoke_async::<i64>(&mut c2);
+                    try_join(record, indexed).await.map(|_| ())
                 }
-                redis::cmd("SET")
-                    .arg(&o.entry_key)
-                    .arg(&o.record)
-                    .arg("PX")
-                    .arg(o.ttl_ms)
-                    .query_async::<()>(&mut c)
-                    .await?;
-                let _: i64 = index
-                    .key(core.keys.index_lex())
-                    .key(core.keys.index_exp())
-                    .arg(&o.key)
-                    .arg(o.index_until)
-                    .arg(now)
-                    .invoke_async(&mut c)
-                    .await?;
-            }
-            Ok(())
+            });
+            try_join_all(writes).await.map(|_| ())
         });
         if done.is_some() {
             self.core.count("writes", n);
