@@ -89,7 +89,9 @@ impl RedisTier {
             };
             Ok(Some((rec, inline, blob)))
         });
-        let found = got.flatten().and_then(|(rec, inline, blob)| {
+        // Unavailable (breaker open, error, timeout): not a Redis miss.
+        let got = got?;
+        let found = got.and_then(|(rec, inline, blob)| {
             let fresh = Freshness::at(rec.expires_at, now).is_fresh();
             if !fresh && !allow_stale {
                 return None;
