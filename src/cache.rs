@@ -40,6 +40,10 @@ pub(crate) struct Inner {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) recorder: Recorder,
     pub(crate) latency: crate::metrics::Latency,
+    /// key → (hash, expiry) of recent fresh reads: repeated gets skip the index.
+    pub(crate) hot: crate::hot::HotMap,
+    /// The optional persistent hot tier (sled), if this process owns it.
+    pub(crate) tier: Option<crate::tier::HotTier>,
     /// The shared Redis tier, when `redis.url` is set.
     pub(crate) redis: Option<crate::redis::RedisTier>,
 }
@@ -238,6 +242,12 @@ impl CacheBuilder {
             inline_max: c.inline_max.0,
             zstd_level: c.zstd_level,
         };
+        let hot = crate::hot::HotMap::new(&store.index, c.fsync, 1 << 20)?;
+        let tier = if c.hot_tier {
+            crate::tier::HotTier::open(&root, c.hot_tier_size.0)
+        } else {
+            None
+        };
         let l1 = moka::sync::Cache::builder()
             .max_capacity(c.memory_size.0)
             .weigher(|_: &Digest, v: &Bytes| u32::try_from(v.len() + 64).unwrap_or(u32::MAX))
@@ -255,6 +265,8 @@ impl CacheBuilder {
                 clock: self.clock,
                 recorder: Recorder::new(window),
                 latency: Default::default(),
+                hot,
+                tier,
                 redis,
             }),
         };
@@ -316,6 +328,11 @@ impl Cache {
     /// The cache root.
     pub fn root(&self) -> &Path {
         &self.inner.root
+    }
+
+    /// Whether this process owns the persistent hot tier.
+    pub fn hot_tier_active(&self) -> bool {
+        self.inner.tier.is_some()
     }
 
     /// The configuration in force.
@@ -472,7 +489,13 @@ impl Cache {
         let start = std::time::Instant::now();
         let key = Key::new(key)?;
         let now = self.now();
-        let out = self.read(&key, now, false)?.map(|(_, b)| b);
+        let generation = self.inner.hot.sync(&self.inner.store.index)?;
+        let out = match self.hot_get(&key, now) {
+            Some(b) => Some(b),
+            None => self
+                .read_at(&key, now, false, Some(generation))?
+                .map(|(_, b)| b),
+        };
         self.inner.latency.get.observe(start.elapsed());
         Ok(out)
     }
@@ -701,21 +724,43 @@ impl Cache {
         row: &Row,
         now: Millis,
         allow_stale: bool,
-        l1_hits: &RefCell<Vec<(Digest, Bytes)>>,
+        l1_hits: &RefCell<Vec<(Digest, Bytes, Tier)>>,
     ) -> bool {
         if !allow_stale && !Freshness::at(row.expires_at, now).is_fresh() {
             return false;
         }
-        if l1_hits.borrow().iter().any(|(d, _)| *d == row.hash) {
+        if l1_hits.borrow().iter().any(|(d, _, _)| *d == row.hash) {
             return false;
         }
-        match self.inner.l1.get(&row.hash) {
-            Some(b) => {
-                l1_hits.borrow_mut().push((row.hash, b));
-                false
-            }
-            None => true,
+        if let Some(b) = self.inner.l1.get(&row.hash) {
+            l1_hits.borrow_mut().push((row.hash, b, Tier::Memory));
+            return false;
         }
+        if let Some(b) = self.inner.tier.as_ref().and_then(|t| t.get(&row.hash)) {
+            self.inner.l1.insert(row.hash, b.clone());
+            l1_hits.borrow_mut().push((row.hash, b, Tier::Hot));
+            return false;
+        }
+        true
+    }
+
+    /// A repeated get answered from the hot map and L1, without the index.
+    /// The caller has synced the hot map.
+    fn hot_get(&self, key: &Key, now: Millis) -> Option<Bytes> {
+        let e = self.inner.hot.get(key.as_str())?;
+        if !Freshness::at(e.expires_at, now).is_fresh() {
+            return None;
+        }
+        let bytes = self.inner.l1.get(&e.hash)?;
+        let hit = Some((Tier::Memory, &*e.class));
+        if self
+            .inner
+            .recorder
+            .access(key.as_str(), hit, Some(e.last_access), now)
+        {
+            self.flush_soon();
+        }
+        Some(bytes)
     }
 
     /// Reads one key through L1 and the disk tier, counting the hit or miss.
@@ -725,11 +770,35 @@ impl Cache {
         now: Millis,
         allow_stale: bool,
     ) -> Result<Option<(Row, Bytes)>> {
+        self.read_at(key, now, allow_stale, None)
+    }
+
+    /// As [`Cache::read`]; a fresh result is remembered in the hot map if
+    /// `generation` (from a sync before the read) is still current then.
+    fn read_at(
+        &self,
+        key: &Key,
+        now: Millis,
+        allow_stale: bool,
+        generation: Option<u64>,
+    ) -> Result<Option<(Row, Bytes)>> {
         let l1_hits = RefCell::new(Vec::new());
         let read = self.inner.store.read(key.as_str(), now, |row| {
             self.want_bytes(row, now, allow_stale, &l1_hits)
         })?;
-        Ok(self.finish_read(key, read, now, allow_stale, &l1_hits.into_inner()))
+        let out = self.finish_read(key, read, now, allow_stale, &l1_hits.into_inner());
+        if let (Some(g), Some((row, _))) = (generation, &out) {
+            if Freshness::at(row.expires_at, now).is_fresh() {
+                let e = crate::hot::HotEntry {
+                    hash: row.hash,
+                    expires_at: row.expires_at,
+                    class: row.class.as_str().into(),
+                    last_access: row.last_access,
+                };
+                self.inner.hot.insert(key.as_str(), e, g);
+            }
+        }
+        Ok(out)
     }
 
     fn finish_read(
@@ -738,7 +807,7 @@ impl Cache {
         read: Option<crate::store::Read>,
         now: Millis,
         allow_stale: bool,
-        l1_hits: &[(Digest, Bytes)],
+        l1_hits: &[(Digest, Bytes, Tier)],
     ) -> Option<(Row, Bytes)> {
         let redis = |allow_stale| {
             let r = self.inner.redis.as_ref()?;
@@ -763,15 +832,22 @@ impl Cache {
             Some(b) => {
                 let b = Bytes::from(b);
                 self.inner.l1.insert(read.row.hash, b.clone());
+                if let Some(t) = &self.inner.tier {
+                    t.insert(&read.row.hash, &b);
+                }
                 (Tier::Disk, b)
             }
             None => {
-                let b = l1_hits.iter().find(|(d, _)| *d == read.row.hash)?.1.clone();
-                (Tier::Memory, b)
+                let (_, b, tier) = l1_hits.iter().find(|(d, _, _)| *d == read.row.hash)?;
+                (*tier, b.clone())
             }
         };
-        let hit = fresh.then(|| names::hit(tier, &read.row.class));
-        if self.inner.recorder.access(key.as_str(), hit, now) {
+        let hit = fresh.then_some((tier, read.row.class.as_str()));
+        if self
+            .inner
+            .recorder
+            .access(key.as_str(), hit, Some(read.row.last_access), now)
+        {
             self.flush_soon();
         }
         Some((read.row, bytes))

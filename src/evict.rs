@@ -24,8 +24,13 @@ use crate::stats::names;
 /// are never collected, whatever grace period a caller asks for.
 pub const TEMP_MIN_AGE: Duration = Duration::from_secs(15 * 60);
 
-/// Entries deleted per write transaction during eviction.
+/// Victims fetched per query during eviction.
 const CHUNK: usize = 512;
+
+/// How long one eviction transaction may hold the write lock. Longer
+/// amortises page writes better (measured: 200 ms → 1 s cut the 100k-of-1M
+/// pass by a third); other writers wait at most this long.
+const TXN_BUDGET: Duration = Duration::from_secs(1);
 
 /// Progress callback: (done, total); total is 0 when unknown.
 pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
@@ -133,7 +138,8 @@ fn since(start: Instant) -> u64 {
 }
 
 impl Cache {
-    /// Bytes on disk: live index pages plus blob files.
+    /// Bytes charged against the cap: encoded blobs plus each entry's index
+    /// cost (see `index::disk_bytes`).
     ///
     /// # Errors
     /// A storage error.
@@ -189,7 +195,16 @@ impl Cache {
         Ok(report)
     }
 
-    /// Removes entries (expired first, then LRU) until disk bytes ≤ `target`.
+    /// Removes entries (expired first, then least recently used) until the
+    /// bytes charged against the cap are at most `target`, whatever the
+    /// watermarks say.
+    ///
+    /// # Errors
+    /// A storage error; what was removed before it stays removed.
+    pub fn evict_to_bytes(&self, target: u64) -> Result<EvictionReport> {
+        self.evict_to(target, None)
+    }
+
     pub(crate) fn evict_to(
         &self,
         target: u64,
@@ -208,33 +223,34 @@ impl Cache {
         };
         let total_to_free = before.saturating_sub(target);
         loop {
-            // One chunk per transaction so readers and writers interleave.
-            let (done, removed, expired, freed) = idx.write(|tx| {
-                let mut removed = 0u64;
-                let mut expired = 0u64;
-                let mut freed = 0u64;
+            // Each transaction deletes for up to TXN_BUDGET, then commits so
+            // other writers get in; within it, pages touched by many deletes
+            // are written to the WAL once (random LRU deletes touch most pages).
+            let (done, removed, expired) = idx.write(|tx| {
+                let started = Instant::now();
+                let (mut removed, mut expired, mut freed_total) = (0u64, 0u64, 0u64);
                 let mut size = index::disk_bytes(tx).map_err(w)?;
-                if size <= target {
-                    return Ok((true, 0, 0, 0));
-                }
-                let victims = victims(tx, now, CHUNK).map_err(w)?;
-                if victims.is_empty() {
-                    return Ok((true, 0, 0, 0));
-                }
-                for (key, is_expired) in victims {
-                    store.delete_in(tx, std::slice::from_ref(&key))?;
-                    removed += 1;
-                    expired += u64::from(is_expired);
-                    let after = index::disk_bytes(tx).map_err(w)?;
-                    freed += size.saturating_sub(after);
-                    size = after;
+                let done = loop {
                     if size <= target {
-                        break;
+                        break true;
                     }
-                }
+                    let victims = victims(tx, now, CHUNK).map_err(w)?;
+                    if victims.is_empty() {
+                        break true;
+                    }
+                    let keys: Vec<String> = victims.iter().map(|(k, _)| k.clone()).collect();
+                    let (n, freed) = store.delete_until(tx, &keys, size - target)?;
+                    expired += victims[..n].iter().filter(|(_, e)| *e).count() as u64;
+                    removed += n as u64;
+                    freed_total += freed;
+                    size = size.saturating_sub(freed);
+                    if started.elapsed() >= TXN_BUDGET {
+                        break size <= target;
+                    }
+                };
                 index::bump(tx, names::EVICTED_ENTRIES, removed as i64).map_err(w)?;
-                index::bump(tx, names::EVICTED_BYTES, freed as i64).map_err(w)?;
-                Ok((size <= target, removed, expired, freed))
+                index::bump(tx, names::EVICTED_BYTES, freed_total as i64).map_err(w)?;
+                Ok((done, removed, expired))
             })?;
             report.entries_removed += removed;
             report.expired_removed += expired;
@@ -244,7 +260,6 @@ impl Cache {
                     total_to_free,
                 );
             }
-            let _ = freed;
             if done {
                 break;
             }
@@ -466,6 +481,7 @@ impl Cache {
                 totals::STORED_BYTES,
                 totals::LOGICAL_BYTES,
                 totals::FILE_BYTES,
+                totals::KEY_BYTES,
             ]
             .into_iter()
             .map(|n| Ok((n, index::counter(c, n)?)))
@@ -545,7 +561,13 @@ fn actual_totals(c: &rusqlite::Connection) -> rusqlite::Result<HashMap<&'static 
         [],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
+    let keys: i64 = c.query_row(
+        "SELECT COALESCE(SUM(length(CAST(key AS BLOB))), 0) FROM entries",
+        [],
+        |r| r.get(0),
+    )?;
     Ok(HashMap::from([
+        (totals::KEY_BYTES, keys),
         (totals::ENTRIES, entries),
         (totals::LOGICAL_BYTES, logical),
         (totals::STORED_BYTES, stored),

@@ -35,6 +35,7 @@ pub mod config;
 mod error;
 pub mod evict;
 pub mod guard;
+mod hot;
 pub mod index;
 mod key;
 pub mod metrics;
@@ -42,6 +43,7 @@ pub mod policy;
 pub mod redis;
 pub mod stats;
 pub mod store;
+pub mod tier;
 
 pub use blob::Digest;
 pub use cache::{Cache, CacheBuilder, Entry, Meta, Put, Stored};

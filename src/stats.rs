@@ -8,6 +8,7 @@
 //! process on a root sees the same totals.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -49,8 +50,18 @@ impl Tier {
 #[derive(Debug, Default)]
 struct Pending {
     since: Option<Millis>,
-    access: HashMap<String, (u64, Millis)>,
+    access: HashMap<String, Access>,
     counters: HashMap<String, i64>,
+    /// Reused to build counter names without allocating per read.
+    scratch: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Access {
+    hits: u64,
+    last: Millis,
+    /// Whether `last_access` (indexed, so costly to update) must move.
+    move_lru: bool,
 }
 
 /// Collects accesses and counter deltas until the next flush.
@@ -68,23 +79,49 @@ impl Recorder {
         }
     }
 
-    /// Records a read of `key` at `now` and, if given, a counter bump (one
-    /// lock for both); says whether a flush is due.
-    pub(crate) fn access(&self, key: &str, counter: Option<String>, now: Millis) -> bool {
-        let mut p = self.lock();
-        if let Some(name) = counter {
-            *p.counters.entry(name).or_default() += 1;
+    /// Records a read of `key` at `now` and, if `hit` is given, a hit of
+    /// that tier and class (one lock for both); says whether a flush is due.
+    /// `stored_access` is the entry's last access as the index had it: when
+    /// it is within the batch window of `now`, the flush only adds hits and
+    /// leaves the indexed `last_access` alone (LRU stays exact to a window).
+    pub(crate) fn access(
+        &self,
+        key: &str,
+        hit: Option<(Tier, &str)>,
+        stored_access: Option<Millis>,
+        now: Millis,
+    ) -> bool {
+        let mut guard = self.lock();
+        let p = &mut *guard;
+        if let Some((tier, class)) = hit {
+            p.scratch.clear();
+            let _ = write!(p.scratch, "hits|{}|{class}", tier.as_str());
+            match p.counters.get_mut(p.scratch.as_str()) {
+                Some(v) => *v += 1,
+                None => {
+                    p.counters.insert(p.scratch.clone(), 1);
+                }
+            }
         }
+        let move_lru = stored_access.is_none_or(|a| now - a >= self.window_ms);
         match p.access.get_mut(key) {
             Some(a) => {
-                a.0 += 1;
-                a.1 = a.1.max(now);
+                a.hits += 1;
+                a.last = a.last.max(now);
+                a.move_lru |= move_lru;
             }
             None => {
-                p.access.insert(key.to_owned(), (1, now));
+                p.access.insert(
+                    key.to_owned(),
+                    Access {
+                        hits: 1,
+                        last: now,
+                        move_lru,
+                    },
+                );
             }
         }
-        Self::due(&mut p, now, self.window_ms)
+        Self::due(p, now, self.window_ms)
     }
 
     /// Adds `delta` to counter `name`; says whether a flush is due.
@@ -112,12 +149,18 @@ impl Recorder {
             return Ok(());
         }
         let write = |tx: &rusqlite::Transaction<'_>| -> Result<()> {
-            for (key, (hits, last)) in &batch.access {
-                index::record_access(tx, key, *hits, *last).map_err(|e| idx.wrap(e))?;
+            for (key, a) in &batch.access {
+                let r = if a.move_lru {
+                    index::record_access(tx, key, a.hits, a.last)
+                } else {
+                    index::record_hits(tx, key, a.hits)
+                };
+                r.map_err(|e| idx.wrap(e))?;
             }
             for (name, delta) in &batch.counters {
                 index::bump(tx, name, *delta).map_err(|e| idx.wrap(e))?;
             }
+            index::trim_changes(tx, crate::hot::CHANGE_WINDOW).map_err(|e| idx.wrap(e))?;
             Ok(())
         };
         let result = if wait {
@@ -130,10 +173,11 @@ impl Recorder {
             other => {
                 // Put the batch back so nothing is lost; the next flush retries.
                 let mut p = self.lock();
-                for (k, (h, l)) in batch.access {
-                    let a = p.access.entry(k).or_insert((0, l));
-                    a.0 += h;
-                    a.1 = a.1.max(l);
+                for (k, b) in batch.access {
+                    let a = p.access.entry(k).or_insert(Access { hits: 0, ..b });
+                    a.hits += b.hits;
+                    a.last = a.last.max(b.last);
+                    a.move_lru |= b.move_lru;
                 }
                 for (k, d) in batch.counters {
                     *p.counters.entry(k).or_default() += d;

@@ -44,6 +44,26 @@ pub struct EntryFields<'a> {
     pub headers: Option<&'a str>,
 }
 
+/// Changes to the running totals, applied once per operation.
+#[derive(Debug, Default)]
+struct Deltas {
+    entries: i64,
+    logical: i64,
+    key_bytes: i64,
+    stored: i64,
+    files: i64,
+}
+
+impl Deltas {
+    fn apply(&self, tx: &Connection) -> rusqlite::Result<()> {
+        index::bump(tx, totals::ENTRIES, self.entries)?;
+        index::bump(tx, totals::LOGICAL_BYTES, self.logical)?;
+        index::bump(tx, totals::KEY_BYTES, self.key_bytes)?;
+        index::bump(tx, totals::STORED_BYTES, self.stored)?;
+        index::bump(tx, totals::FILE_BYTES, self.files)
+    }
+}
+
 /// One value of a [`Store::put_many`].
 #[derive(Debug, Clone)]
 pub struct PutItem<'a> {
@@ -212,15 +232,22 @@ impl Store {
             },
         )
         .map_err(w)?;
-        let mut logical = value.len() as i64;
+        let mut d = Deltas {
+            logical: value.len() as i64,
+            ..Deltas::default()
+        };
         match previous {
             Some((old_blob, old_size)) => {
-                logical -= old_size as i64;
-                out.freed_bytes = self.release(tx, old_blob)?;
+                d.logical -= old_size as i64;
+                out.freed_bytes = self.release(tx, old_blob, &mut d)?;
+                index::log_change(tx, key).map_err(w)?;
             }
-            None => index::bump(tx, totals::ENTRIES, 1).map_err(w)?,
+            None => {
+                d.entries = 1;
+                d.key_bytes = key.len() as i64;
+            }
         }
-        index::bump(tx, totals::LOGICAL_BYTES, logical).map_err(w)?;
+        d.apply(tx).map_err(w)?;
         Ok(out)
     }
 
@@ -234,28 +261,59 @@ impl Store {
 
     /// Deletes entries inside an open write transaction; returns how many existed.
     pub(crate) fn delete_in(&self, tx: &Connection, keys: &[String]) -> Result<usize> {
+        Ok(self.delete_until(tx, keys, u64::MAX)?.0)
+    }
+
+    /// Deletes `keys` in order until at least `budget` accounted bytes (see
+    /// [`index::disk_bytes`]) are freed; returns (entries deleted, bytes freed).
+    pub(crate) fn delete_until(
+        &self,
+        tx: &Connection,
+        keys: &[String],
+        budget: u64,
+    ) -> Result<(usize, u64)> {
         let w = |e| self.index.wrap(e);
-        let mut n = 0;
+        let mut d = Deltas::default();
+        let (mut n, mut freed) = (0, 0u64);
         for key in keys {
-            let Some((blob_id, size)) = index::entry_blob(tx, key).map_err(w)? else {
+            if freed >= budget {
+                break;
+            }
+            // Two statements per key: DELETE … RETURNING, UPDATE … RETURNING.
+            let Some(blob_id) = index::take_entry(tx, key).map_err(w)? else {
                 continue;
             };
-            index::delete_entry(tx, key).map_err(w)?;
-            self.release(tx, blob_id)?;
-            index::bump(tx, totals::ENTRIES, -1).map_err(w)?;
-            index::bump(tx, totals::LOGICAL_BYTES, -(size as i64)).map_err(w)?;
+            if let Some(u) = index::unref(tx, blob_id).map_err(w)? {
+                if u.refs <= 0 {
+                    index::delete_blob(tx, blob_id).map_err(w)?;
+                    if u.is_file {
+                        self.files.remove(&u.hash)?;
+                        d.files -= u.stored_size as i64;
+                    }
+                    d.stored -= u.stored_size as i64;
+                    freed += u.stored_size;
+                }
+                d.logical -= u.size as i64;
+            }
+            freed += index::entry_cost(key.len());
+            d.entries -= 1;
+            d.key_bytes -= key.len() as i64;
             n += 1;
         }
-        Ok(n)
+        d.apply(tx).map_err(w)?;
+        Ok((n, freed))
     }
 
     /// Releases one reference; unlinks a freed file inside the transaction.
-    fn release(&self, tx: &Connection, blob_id: i64) -> Result<u64> {
+    /// Returns the encoded bytes freed.
+    fn release(&self, tx: &Connection, blob_id: i64, d: &mut Deltas) -> Result<u64> {
         match index::release(tx, blob_id).map_err(|e| self.index.wrap(e))? {
             Some(freed) => {
                 if freed.is_file {
                     self.files.remove(&freed.hash)?;
+                    d.files -= freed.stored_size as i64;
                 }
+                d.stored -= freed.stored_size as i64;
                 Ok(freed.stored_size)
             }
             None => Ok(0),
@@ -292,11 +350,17 @@ impl Store {
         // Two tries: a file can vanish between the row read and the file
         // read when another process deletes or replaces the key.
         for attempt in 0..2 {
-            let results = self.index.read_snapshot(|c| {
+            let read_all = |c: &Connection| {
                 keys.iter()
                     .map(|k| self.read_in(c, k, &want_bytes))
                     .collect::<Result<Vec<_>>>()
-            })?;
+            };
+            // One key needs no explicit transaction: one statement is a snapshot.
+            let results = if keys.len() == 1 {
+                self.index.read_with(read_all)?
+            } else {
+                self.index.read_snapshot(read_all)?
+            };
             let retry = attempt == 0 && results.iter().any(|r| matches!(r, Outcome::FileGone(_)));
             if retry {
                 continue;

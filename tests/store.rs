@@ -543,3 +543,25 @@ fn put_many_is_all_or_nothing_and_deduplicates_within_the_batch() {
     assert_eq!(cache.get("news:a:2").unwrap().unwrap(), v);
     assert!(cache.verify(false, None).unwrap().is_clean());
 }
+
+#[test]
+fn a_read_never_waits_for_another_writer_to_flush_its_access_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, clock) = open(dir.path());
+    cache.put("k:1", b"v", Put::default()).unwrap();
+    let other = rusqlite::Connection::open(dir.path().join("index.sqlite")).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap(); // another process holds the write lock
+    clock.advance(Duration::from_secs(2)); // the batch window has passed
+    assert!(
+        cache.get("k:1").unwrap().is_some(),
+        "the get does not wait for the lock"
+    );
+    other.execute_batch("COMMIT").unwrap();
+    cache.flush().unwrap();
+    let m = cache.stat("k:1").unwrap().unwrap();
+    assert_eq!(
+        (m.hits, m.last_access),
+        (1, T0 + 2000),
+        "the batch was kept, not lost"
+    );
+}

@@ -33,6 +33,8 @@ pub mod totals {
     pub const ENTRIES: &str = "entries";
     /// Encoded bytes of blobs stored as files (inline ones live in the index).
     pub const FILE_BYTES: &str = "file_bytes";
+    /// UTF-8 bytes of all keys.
+    pub const KEY_BYTES: &str = "key_bytes";
 }
 
 /// The index of one cache root.
@@ -139,6 +141,11 @@ impl Index {
             path: path.clone(),
             source: e,
         };
+        // The writer dirties many pages in eviction passes; a larger page
+        // cache keeps them from spilling to the WAL mid-transaction.
+        writer
+            .execute_batch("PRAGMA cache_size = -65536")
+            .map_err(wrap)?;
         // Takes effect only on a new, empty file: lets eviction give pages back.
         writer
             .execute_batch("PRAGMA auto_vacuum = INCREMENTAL")
@@ -198,9 +205,21 @@ impl Index {
     pub fn read_snapshot<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let mut out = None;
         self.read(|c| {
-            c.execute_batch("BEGIN DEFERRED")?;
+            c.prepare_cached("BEGIN DEFERRED")?.execute([])?;
             out = Some(f(c));
-            c.execute_batch("COMMIT")
+            c.prepare_cached("COMMIT")?.execute([])?;
+            Ok(())
+        })?;
+        out.unwrap_or_else(|| unreachable!("closure ran"))
+    }
+
+    /// Runs `f` on a pooled reader connection without a transaction (one
+    /// statement is its own snapshot).
+    pub fn read_with<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let mut out = None;
+        self.read(|c| {
+            out = Some(f(c));
+            Ok(())
         })?;
         out.unwrap_or_else(|| unreachable!("closure ran"))
     }
@@ -217,23 +236,29 @@ impl Index {
         Ok(out)
     }
 
-    /// Like [`Index::write`], but gives up at once if this process's writer
-    /// is busy (used for opportunistic flushes on the read path).
+    /// Like [`Index::write`], but gives up at once (`None`) if this
+    /// process's writer or another process holds the write lock: used for
+    /// opportunistic flushes on the read path, which must never wait.
     pub fn try_write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Option<Result<T>> {
         let mut conn = self.writer.try_lock().ok()?;
-        let run = || {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| self.wrap(e))?;
-            let out = f(&tx)?;
-            tx.commit().map_err(|e| self.wrap(e))?;
-            Ok(out)
+        let _ = conn.busy_timeout(Duration::ZERO);
+        let out = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy =>
+            {
+                None
+            }
+            Err(e) => Some(Err(self.wrap(e))),
+            Ok(tx) => {
+                Some(f(&tx).and_then(|out| tx.commit().map(|()| out).map_err(|e| self.wrap(e))))
+            }
         };
-        Some(run())
+        let _ = conn.busy_timeout(BUSY_TIMEOUT);
+        out
     }
 }
 
-fn open_connection(path: &Path, synchronous_full: bool) -> Result<Connection> {
+pub(crate) fn open_connection(path: &Path, synchronous_full: bool) -> Result<Connection> {
     let wrap = |e| Error::Index {
         path: path.to_path_buf(),
         source: e,
@@ -380,7 +405,8 @@ pub fn add_ref(c: &Connection, blob_id: i64) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Drops one reference; deletes the row when none remain and says so.
+/// Drops one reference; deletes the row when none remain and says so. The
+/// caller must subtract the freed bytes from the totals.
 pub fn release(c: &Connection, blob_id: i64) -> rusqlite::Result<Option<Freed>> {
     let kept = c
         .prepare_cached("UPDATE blobs SET refs = refs - 1 WHERE id = ?1 AND refs > 1")?
@@ -397,10 +423,7 @@ pub fn release(c: &Connection, blob_id: i64) -> rusqlite::Result<Option<Freed>> 
     let Some((hash, stored_size, is_file)) = gone else {
         return Ok(None);
     };
-    bump(c, totals::STORED_BYTES, -stored_size)?;
-    if is_file {
-        bump(c, totals::FILE_BYTES, -stored_size)?;
-    }
+    // The caller adjusts the totals (batched per transaction).
     Ok(Some(Freed {
         hash: Digest::from_slice(&hash).unwrap_or(Digest([0; 32])),
         stored_size: stored_size as u64,
@@ -449,11 +472,105 @@ pub fn upsert_entry(c: &Connection, e: &NewEntry<'_>) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Deletes an entry row; true if it existed.
+/// Deletes an entry row (logging the change); true if it existed.
 pub fn delete_entry(c: &Connection, key: &str) -> rusqlite::Result<bool> {
-    Ok(c.prepare_cached("DELETE FROM entries WHERE key = ?1")?
+    let existed = c
+        .prepare_cached("DELETE FROM entries WHERE key = ?1")?
         .execute([key])?
-        > 0)
+        > 0;
+    if existed {
+        log_change(c, key)?;
+    }
+    Ok(existed)
+}
+
+/// Deletes the entry for `key` (logging the change) and returns its blob id.
+pub fn take_entry(c: &Connection, key: &str) -> rusqlite::Result<Option<i64>> {
+    let blob: Option<i64> = c
+        .prepare_cached("DELETE FROM entries WHERE key = ?1 RETURNING blob_id")?
+        .query_row([key], |r| r.get(0))
+        .optional()?;
+    if blob.is_some() {
+        log_change(c, key)?;
+    }
+    Ok(blob)
+}
+
+/// A blob after losing one reference.
+#[derive(Debug, Clone, Copy)]
+pub struct Unref {
+    /// References left; the caller deletes the row at 0.
+    pub refs: i64,
+    pub hash: Digest,
+    pub size: u64,
+    pub stored_size: u64,
+    pub is_file: bool,
+}
+
+/// Drops one reference in one statement and reports the blob's state.
+pub fn unref(c: &Connection, blob_id: i64) -> rusqlite::Result<Option<Unref>> {
+    c.prepare_cached(
+        "UPDATE blobs SET refs = refs - 1 WHERE id = ?1 \
+         RETURNING refs, hash, size, stored_size, data IS NULL",
+    )?
+    .query_row([blob_id], |r| {
+        let h: Vec<u8> = r.get(1)?;
+        Ok(Unref {
+            refs: r.get(0)?,
+            hash: Digest::from_slice(&h).unwrap_or(Digest([0; 32])),
+            size: r.get::<_, i64>(2)? as u64,
+            stored_size: r.get::<_, i64>(3)? as u64,
+            is_file: r.get(4)?,
+        })
+    })
+    .optional()
+}
+
+/// Deletes a blob row (its last reference is gone).
+pub fn delete_blob(c: &Connection, blob_id: i64) -> rusqlite::Result<()> {
+    c.prepare_cached("DELETE FROM blobs WHERE id = ?1")?
+        .execute([blob_id])?;
+    Ok(())
+}
+
+/// Records that `key`'s mapping changed, for other processes' hot maps.
+pub fn log_change(c: &Connection, key: &str) -> rusqlite::Result<()> {
+    c.prepare_cached("INSERT INTO changes(key) VALUES (?1)")?
+        .execute([key])?;
+    Ok(())
+}
+
+/// The newest change sequence number (0 when none).
+pub fn last_change(c: &Connection) -> rusqlite::Result<i64> {
+    c.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM changes")?
+        .query_row([], |r| r.get(0))
+}
+
+/// Changes after `seq`: the keys, the newest seq, and whether the log still
+/// reaches back to `seq` (false: trimmed meanwhile, the caller must forget
+/// everything).
+pub fn changes_since(c: &Connection, seq: i64) -> rusqlite::Result<(Vec<String>, i64, bool)> {
+    let oldest: Option<i64> = c
+        .prepare_cached("SELECT MIN(seq) FROM changes")?
+        .query_row([], |r| r.get(0))?;
+    let complete = oldest.is_none_or(|o| o <= seq + 1);
+    let mut st = c.prepare_cached("SELECT seq, key FROM changes WHERE seq > ?1 ORDER BY seq")?;
+    let mut newest = seq;
+    let mut keys = Vec::new();
+    let rows = st.query_map([seq], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+    for row in rows {
+        let (s, k) = row?;
+        newest = newest.max(s);
+        keys.push(k);
+    }
+    Ok((keys, newest, complete))
+}
+
+/// Keeps the newest `keep` changes.
+pub fn trim_changes(c: &Connection, keep: i64) -> rusqlite::Result<()> {
+    c.prepare_cached("DELETE FROM changes WHERE seq <= (SELECT MAX(seq) FROM changes) - ?1")?
+        .execute([keep])?;
+    Ok(())
 }
 
 /// Records batched accesses: adds hits, moves last_access forward only.
@@ -462,6 +579,13 @@ pub fn record_access(c: &Connection, key: &str, hits: u64, last: Millis) -> rusq
         "UPDATE entries SET hits = hits + ?2, last_access = max(last_access, ?3) WHERE key = ?1",
     )?
     .execute(params![key, hits as i64, last])?;
+    Ok(())
+}
+
+/// Records batched hits without moving the (indexed) last access.
+pub fn record_hits(c: &Connection, key: &str, hits: u64) -> rusqlite::Result<()> {
+    c.prepare_cached("UPDATE entries SET hits = hits + ?2 WHERE key = ?1")?
+        .execute(params![key, hits as i64])?;
     Ok(())
 }
 
@@ -476,12 +600,17 @@ pub fn refresh_entry(
     last_modified: Option<&str>,
     headers: Option<&str>,
 ) -> rusqlite::Result<bool> {
-    Ok(c.prepare_cached(
-        "UPDATE entries SET created_at = ?2, expires_at = ?3, etag = ?4, last_modified = ?5, \
-         headers = ?6 WHERE key = ?1",
-    )?
-    .execute(params![key, now, expires_at, etag, last_modified, headers])?
-        > 0)
+    let found = c
+        .prepare_cached(
+            "UPDATE entries SET created_at = ?2, expires_at = ?3, etag = ?4, last_modified = ?5, \
+             headers = ?6 WHERE key = ?1",
+        )?
+        .execute(params![key, now, expires_at, etag, last_modified, headers])?
+        > 0;
+    if found {
+        log_change(c, key)?;
+    }
+    Ok(found)
 }
 
 /// Keys that reference a blob.
@@ -499,7 +628,23 @@ pub fn index_bytes(c: &Connection) -> rusqlite::Result<u64> {
     Ok(((pages - free).max(0) * size) as u64)
 }
 
-/// Bytes the cache occupies on disk: live index pages plus blob files.
+/// Index bytes an entry costs beyond its blob: the key is stored in the
+/// table and in each of its three secondary indexes, plus row overhead.
+pub fn entry_cost(key_len: usize) -> u64 {
+    4 * key_len as u64 + ENTRY_OVERHEAD
+}
+
+/// Per-entry bytes of row and index-entry overhead (measured: ~100 bytes
+/// per entry in a 1M-entry index beside 4 copies of the key).
+pub const ENTRY_OVERHEAD: u64 = 100;
+
+/// Bytes the cache is charged for against its cap: every encoded blob
+/// (inline or file) plus each entry's index cost. Exact and maintained
+/// transactionally, so eviction knows what each delete frees without
+/// re-measuring the file (SQLite pages free only when empty).
 pub fn disk_bytes(c: &Connection) -> rusqlite::Result<u64> {
-    Ok(index_bytes(c)? + counter(c, totals::FILE_BYTES)?.max(0) as u64)
+    let stored = counter(c, totals::STORED_BYTES)?.max(0) as u64;
+    let entries = counter(c, totals::ENTRIES)?.max(0) as u64;
+    let keys = counter(c, totals::KEY_BYTES)?.max(0) as u64;
+    Ok(stored + 4 * keys + ENTRY_OVERHEAD * entries)
 }

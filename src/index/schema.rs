@@ -4,7 +4,7 @@
 use rusqlite::Connection;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const V1: &str = r#"
 -- One row per distinct content. Small blobs keep their encoded bytes in
@@ -46,6 +46,16 @@ CREATE TABLE counters (
 ) WITHOUT ROWID;
 "#;
 
+const V2: &str = r#"
+-- Keys whose mapping changed or went (overwrite, delete, refresh), in commit
+-- order. Each process's hot map reads what it has not seen yet whenever
+-- PRAGMA data_version says another connection wrote; trimmed to a window.
+CREATE TABLE changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL
+);
+"#;
+
 /// Brings the schema to [`SCHEMA_VERSION`]. Returns the version found, or
 /// `Err(found)` when the file was written by a newer freshcache.
 pub(crate) fn migrate(conn: &Connection) -> rusqlite::Result<Result<i64, i64>> {
@@ -55,6 +65,9 @@ pub(crate) fn migrate(conn: &Connection) -> rusqlite::Result<Result<i64, i64>> {
     }
     if found < 1 {
         conn.execute_batch(V1)?;
+    }
+    if found < 2 {
+        conn.execute_batch(V2)?;
     }
     conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
     Ok(Ok(found))
