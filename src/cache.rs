@@ -44,6 +44,8 @@ pub(crate) struct Inner {
     pub(crate) hot: crate::hot::HotMap,
     /// The optional persistent hot tier (sled), if this process owns it.
     pub(crate) tier: Option<crate::tier::HotTier>,
+    /// Single-flight calls in progress (fetch and get_or_fetch).
+    pub(crate) flights: crate::fetch::singleflight::Flights,
     /// The shared Redis tier, when `redis.url` is set.
     pub(crate) redis: Option<crate::redis::RedisTier>,
 }
@@ -267,6 +269,7 @@ impl CacheBuilder {
                 latency: Default::default(),
                 hot,
                 tier,
+                flights: Default::default(),
                 redis,
             }),
         };

@@ -84,6 +84,19 @@ pub enum Error {
         limit: u64,
         period: String,
     },
+    /// A `get_or_fetch` loader failed; nothing was stored.
+    #[error("loader for `{key}` failed")]
+    Loader {
+        key: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A news feed could not be parsed (the other feeds are unaffected).
+    #[error("feed `{feed}` is malformed: {reason}")]
+    Feed { feed: String, reason: String },
+    /// The error of a single-flight call, shared by every caller that waited on it.
+    #[error(transparent)]
+    Shared { source: std::sync::Arc<Error> },
 }
 
 impl Error {
@@ -105,6 +118,8 @@ impl Error {
             Error::Stale(_) => 3,
             Error::Corrupt { .. } => 4,
             Error::Upstream { .. } | Error::QuotaExceeded { .. } => 5,
+            Error::Loader { .. } | Error::Feed { .. } => 5,
+            Error::Shared { source } => source.exit_code(),
             _ => 1,
         }
     }

@@ -14,6 +14,8 @@ use freshcache::{Cache, Config, Error, Meta, Put};
 
 #[path = "../cli/demo.rs"]
 mod demo;
+#[path = "../cli/fetch.rs"]
+mod fetch;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -120,6 +122,13 @@ enum Cmd {
         repair: bool,
         #[arg(long)]
         json: bool,
+    },
+    /// Conditional GET of URL into KEY (exit 5 if the upstream fails with no usable copy).
+    Fetch(fetch::FetchArgs),
+    /// News feeds from the config.
+    Feeds {
+        #[command(subcommand)]
+        cmd: fetch::FeedsCmd,
     },
     /// A tour: features, odds and news stored, expired, guarded, evicted.
     Demo {
@@ -455,6 +464,8 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
                 Status::Code(4)
             })
         }
+        Cmd::Fetch(args) => fetch::fetch(&cache, args),
+        Cmd::Feeds { cmd } => fetch::feeds(&cache, cmd),
         Cmd::Demo { .. } => unreachable!("handled above"),
     }
 }

@@ -171,6 +171,8 @@ pub fn run(keep: bool, mut config: Config) -> anyhow::Result<()> {
         r.elapsed_ms
     );
 
+    crate::fetch::demo(&cache, &clock)?;
+
     println!("\n-- 7. stats");
     cache.flush()?;
     let s = cache.stats()?;
