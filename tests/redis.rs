@@ -9,13 +9,14 @@ mod origin;
 #[path = "common/redis_server.rs"]
 mod redis_server;
 
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{open_with, tool};
 use freshcache::config::Rate;
+use freshcache::fetch::{FetchOptions, Fetcher};
 use freshcache::{Admission, Cache, Error, LeaseOutcome, ManualClock, Put};
-use origin::{get_or_fetch, Origin};
+use origin::Origin;
 use redis_server::{Partition, RedisCluster, RedisServer};
 
 /// A cache at a fresh root using Redis at `url`.
@@ -256,36 +257,85 @@ fn dead_redis_degrades_to_local_tiers_and_the_tier_comes_back() {
     assert!(text.contains("freshcache_redis_up 1\n"), "{text}");
 }
 
+fn multi_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 #[test]
 fn two_instances_with_200_callers_each_make_one_upstream_request() {
     let Some(server) = RedisServer::start() else {
         return;
     };
     let origin = Origin::start(Duration::from_millis(300));
+    let url = format!("http://{}/odds", origin.addr);
     let (a, _ca, _da) = instance(&server.url(), false);
     let (b, _cb, _db) = instance(&server.url(), false);
-    let barrier = Arc::new(Barrier::new(400));
-    let values = std::thread::scope(|s| {
-        let mut handles = Vec::new();
+    let rt = multi_thread_runtime();
+    let values = rt.block_on(async {
+        let barrier = Arc::new(tokio::sync::Barrier::new(400));
+        let mut tasks = Vec::new();
         for cache in [&a, &b] {
-            let flight = Arc::new(Mutex::new(()));
             for _ in 0..200 {
-                let (barrier, flight, origin) = (barrier.clone(), flight.clone(), &origin);
-                handles.push(s.spawn(move || {
-                    barrier.wait();
-                    get_or_fetch(cache, "odds:g9:1700000000", &flight, origin)
+                let (cache, barrier, url) = (cache.clone(), barrier.clone(), url.clone());
+                tasks.push(tokio::spawn(async move {
+                    barrier.wait().await;
+                    cache
+                        .get_or_fetch("odds:g9:1700000000", || async move {
+                            reqwest::get(&url).await?.bytes().await
+                        })
+                        .await
+                        .unwrap()
                 }));
             }
         }
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap())
-            .collect::<Vec<_>>()
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
     });
     assert_eq!(origin.count(), 1, "exactly one upstream request");
     assert!(values.iter().all(|v| v.as_ref() == b"{\"home\":-110}"));
     let (sa, sb) = (a.stats().unwrap(), b.stats().unwrap());
     assert_eq!(sa.redis.leases_won + sb.redis.leases_won, 1);
+}
+
+#[test]
+fn fetchers_on_two_instances_make_one_request_for_one_url() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let origin = Origin::start(Duration::from_millis(300));
+    let url = format!("http://{}/odds", origin.addr);
+    let (a, _ca, _da) = instance(&server.url(), false);
+    let (b, _cb, _db) = instance(&server.url(), false);
+    let rt = multi_thread_runtime();
+    let outcomes = rt.block_on(async {
+        let mut tasks = Vec::new();
+        for cache in [&a, &b] {
+            let fetcher = Fetcher::new(cache).unwrap();
+            for _ in 0..200 {
+                let (fetcher, url) = (fetcher.clone(), url.clone());
+                tasks.push(tokio::spawn(async move {
+                    let opts = FetchOptions::default();
+                    fetcher.fetch(&url, "odds:g10:1", &opts).await.unwrap()
+                }));
+            }
+        }
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    });
+    assert_eq!(origin.count(), 1, "exactly one upstream request");
+    assert!(outcomes
+        .iter()
+        .all(|o| o.value.as_ref() == b"{\"home\":-110}"));
 }
 
 #[test]
@@ -320,50 +370,64 @@ fn three_instances_share_one_global_quota_and_rate() {
         return;
     };
     let origin = Origin::start(Duration::ZERO);
-    let limit = Rate::parse("5/s").unwrap();
     let instances: Vec<_> = (0..3)
         .map(|_| {
             instance_with(&server.url(), false, |c| {
-                c.fetch.rate_limit = limit;
+                c.fetch.rate_limit = Rate::parse("5/s").unwrap();
                 c.fetch.quota = Rate::parse("12/month").unwrap();
             })
         })
         .collect();
-    let refused = Mutex::new(0);
-    std::thread::scope(|s| {
-        for (cache, _, _) in &instances {
-            for _ in 0..3 {
-                let (refused, origin) = (&refused, &origin);
-                s.spawn(move || loop {
-                    match cache.redis().unwrap().acquire_quota("origin") {
-                        Ok(Admission::Global { .. }) => {
-                            origin.get("/odds");
+    let rt = multi_thread_runtime();
+    let refused = rt.block_on(async {
+        let mut tasks = Vec::new();
+        for (n, (cache, _, _)) in instances.iter().enumerate() {
+            let fetcher = Fetcher::new(cache).unwrap();
+            for t in 0..3 {
+                let (fetcher, addr) = (fetcher.clone(), origin.addr);
+                tasks.push(tokio::spawn(async move {
+                    for i in 0.. {
+                        let url = format!("http://{addr}/odds/{n}/{t}/{i}");
+                        let key = format!("odds:q{n}x{t}:{i}");
+                        match fetcher.fetch(&url, &key, &FetchOptions::default()).await {
+                            Ok(_) => {}
+                            Err(Error::QuotaExceeded { used, limit, .. }) => {
+                                assert_eq!((used, limit), (12, 12));
+                                return 1;
+                            }
+                            Err(e) => panic!("unexpected {e}"),
                         }
-                        Err(Error::QuotaExceeded { used, limit, .. }) => {
-                            assert_eq!((used, limit), (12, 12));
-                            *refused.lock().unwrap() += 1;
-                            return;
-                        }
-                        other => panic!("unexpected {other:?}"),
                     }
-                });
+                    0
+                }));
             }
         }
+        let mut refused = 0;
+        for t in tasks {
+            refused += t.await.unwrap();
+        }
+        refused
     });
     assert_eq!(
         origin.count(),
         12,
         "the instances together used the quota exactly"
     );
-    assert_eq!(*refused.lock().unwrap(), 9);
+    assert_eq!(refused, 9);
     // Rate: any 6 consecutive arrivals span at least a second (5/s), less
     // a little slack for the loopback trip between slot and arrival.
     let arrivals = origin.arrivals.lock().unwrap().clone();
-    let per_second = arrivals.windows(6).map(|w| w[5] - w[0]).min().unwrap();
+    let shortest = arrivals.windows(6).map(|w| w[5] - w[0]).min().unwrap();
     assert!(
-        per_second >= Duration::from_millis(950),
-        "6 requests within {per_second:?}"
+        shortest >= Duration::from_millis(950),
+        "6 requests within {shortest:?}"
     );
+    // The library API counts against the same global quota.
+    let r = instances[0].0.redis().unwrap();
+    assert!(matches!(
+        r.acquire_quota("origin"),
+        Err(Error::QuotaExceeded { .. })
+    ));
 }
 
 #[test]

@@ -17,6 +17,7 @@ use std::time::Duration;
 use redis::Script;
 
 use super::RedisTier;
+use crate::config::Rate;
 use crate::error::{Error, Result};
 
 const ADMIT: &str = r"
@@ -67,9 +68,7 @@ async fn admit(core: std::sync::Arc<super::Core>, a: Args) -> redis::RedisResult
 }
 
 impl RedisTier {
-    fn args(&self, host: &str) -> Args {
-        let s = &self.core.settings;
-        let (quota, rate) = (s.quota, s.rate_limit);
+    fn args(&self, host: &str, quota: Rate, interval: Duration) -> Args {
         let period_ms = (quota.per.as_millis() as i64).max(1);
         let now = self.core.cache().map_or(0, |c| c.now());
         let window = now.div_euclid(period_ms);
@@ -78,12 +77,18 @@ impl RedisTier {
             rate_key: self.core.keys.rate(host),
             limit: quota.count,
             ttl_ms: (window + 1) * period_ms - now + 60_000,
-            interval_ms: (rate.per.as_millis() as u64 / rate.count.max(1)).max(1),
+            interval_ms: (interval.as_millis() as u64).max(1),
         }
     }
 
-    fn verdict(&self, got: Option<(i64, u64)>) -> Result<Option<(Duration, u64)>> {
-        let quota = self.core.settings.quota;
+    /// The configured (`fetch:`) quota and rate-slot interval.
+    fn configured(&self) -> (Rate, Duration) {
+        let s = &self.core.settings;
+        let interval = s.rate_limit.per / u32::try_from(s.rate_limit.count.max(1)).unwrap_or(1);
+        (s.quota, interval)
+    }
+
+    fn verdict(got: Option<(i64, u64)>, quota: Rate) -> Result<Option<(Duration, u64)>> {
         match got {
             None => Ok(None),
             Some((wait, used)) if wait < 0 => Err(Error::QuotaExceeded {
@@ -102,11 +107,12 @@ impl RedisTier {
     /// [`Error::QuotaExceeded`] when the instances together used the quota
     /// of this window.
     pub fn acquire_quota(&self, host: &str) -> Result<Admission> {
-        let args = self.args(host);
+        let (quota, interval) = self.configured();
+        let args = self.args(host, quota, interval);
         let got = self.block("admit", self.core.settings.timeout * 2, |core| {
             admit(core, args)
         });
-        Ok(match self.verdict(got)? {
+        Ok(match Self::verdict(got, quota)? {
             None => Admission::Local,
             Some((wait, used)) => {
                 std::thread::sleep(wait);
@@ -121,10 +127,22 @@ impl RedisTier {
     /// # Errors
     /// As [`RedisTier::acquire_quota`].
     pub async fn acquire_quota_async(&self, host: &str) -> Result<Admission> {
-        let args = self.args(host);
+        let (quota, interval) = self.configured();
+        self.admit_with(host, quota, interval).await
+    }
+
+    /// [`RedisTier::acquire_quota_async`] with the caller's quota and rate
+    /// slot interval (the fetcher's own settings).
+    pub(crate) async fn admit_with(
+        &self,
+        host: &str,
+        quota: Rate,
+        interval: Duration,
+    ) -> Result<Admission> {
+        let args = self.args(host, quota, interval);
         let timeout = self.core.settings.timeout * 2;
         let got = self.wait("admit", timeout, |core| admit(core, args)).await;
-        Ok(match self.verdict(got)? {
+        Ok(match Self::verdict(got, quota)? {
             None => Admission::Local,
             Some((wait, used)) => {
                 tokio::time::sleep(wait).await;

@@ -39,6 +39,7 @@ use crate::stats::names;
 use breaker::Breaker;
 use codec::Keys;
 
+pub(crate) use lease::{coordinate, Coordinated};
 pub use lease::{Lease, LeaseOutcome};
 pub use limit::Admission;
 

@@ -1,14 +1,10 @@
-//! A counting HTTP origin on 127.0.0.1 (axum) and the fetch path the
-//! Redis tests drive through the tier's lease.
+//! A counting HTTP origin on 127.0.0.1 (axum).
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use bytes::Bytes;
-use freshcache::{Cache, LeaseOutcome, Put};
 
 /// A counting HTTP origin on 127.0.0.1 (axum), answering after `delay`.
 pub struct Origin {
@@ -62,27 +58,5 @@ impl Origin {
         s.read_to_end(&mut buf).unwrap();
         let at = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
         buf[at..].to_vec()
-    }
-}
-
-/// What a fetcher does with the tier: local single-flight, then the
-/// cross-instance lease, then the upstream.
-pub fn get_or_fetch(cache: &Cache, key: &str, flight: &Mutex<()>, origin: &Origin) -> Bytes {
-    if let Some(v) = cache.get(key).unwrap() {
-        return v;
-    }
-    let _one = flight.lock().unwrap();
-    if let Some(v) = cache.get(key).unwrap() {
-        return v;
-    }
-    match cache.redis().unwrap().lease(key) {
-        LeaseOutcome::Won(lease) => {
-            let body = origin.get("/odds");
-            cache.put(key, &body, Put::default()).unwrap();
-            drop(lease);
-            Bytes::from(body)
-        }
-        LeaseOutcome::Filled => cache.get(key).unwrap().expect("filled by the holder"),
-        other => panic!("unexpected lease outcome {other:?}"),
     }
 }
