@@ -1,69 +1,18 @@
 //! The shared Redis tier against real redis-server processes on loopback
 //! ports: read/write-through between instances, pattern invalidation over
-//! pub/sub, cross-instance single-flight, global quota and rate, a Redis
-//! that dies and comes back, and a 3-node Redis Cluster.
+//! pub/sub (and its replay after a partition), a Redis that dies and comes
+//! back, a 3-node Redis Cluster, metrics. The fetch path (leases, global
+//! quota and rate) is in `redis_fetch.rs`.
 
 mod common;
-#[path = "common/origin.rs"]
-mod origin;
 #[path = "common/redis_server.rs"]
 mod redis_server;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{open_with, tool};
-use freshcache::config::Rate;
-use freshcache::fetch::{FetchOptions, Fetcher};
-use freshcache::{Admission, Cache, Error, LeaseOutcome, ManualClock, Put};
-use origin::Origin;
-use redis_server::{Partition, RedisCluster, RedisServer};
-
-/// A cache at a fresh root using Redis at `url`.
-fn instance(url: &str, cluster: bool) -> (Cache, ManualClock, tempfile::TempDir) {
-    instance_with(url, cluster, |_| {})
-}
-
-fn instance_with(
-    url: &str,
-    cluster: bool,
-    tweak: impl FnOnce(&mut freshcache::Config),
-) -> (Cache, ManualClock, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let (cache, clock) = open_with(dir.path(), |c| {
-        c.redis.url = Some(url.to_string());
-        c.redis.cluster = cluster;
-        c.redis.timeout.0 = Duration::from_secs(1);
-        tweak(c);
-    });
-    (cache, clock, dir)
-}
-
-/// Polls `f` until it holds or `within` passes; says whether it held.
-fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn wait_subscribed(caches: &[&Cache]) {
-    for c in caches {
-        assert!(
-            eventually(Duration::from_secs(10), || c
-                .redis()
-                .unwrap()
-                .is_subscribed()),
-            "invalidation subscriber did not connect"
-        );
-    }
-}
+use freshcache::{Admission, LeaseOutcome, Put};
+use redis_server::{eventually, instance, wait_subscribed, Partition, RedisCluster, RedisServer};
 
 /// The read/write/invalidate contract, on one server or a cluster.
 fn read_write_invalidate(url: &str, cluster: bool) {
@@ -257,179 +206,6 @@ fn dead_redis_degrades_to_local_tiers_and_the_tier_comes_back() {
     assert!(text.contains("freshcache_redis_up 1\n"), "{text}");
 }
 
-fn multi_thread_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-#[test]
-fn two_instances_with_200_callers_each_make_one_upstream_request() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
-    let origin = Origin::start(Duration::from_millis(300));
-    let url = format!("http://{}/odds", origin.addr);
-    let (a, _ca, _da) = instance(&server.url(), false);
-    let (b, _cb, _db) = instance(&server.url(), false);
-    let rt = multi_thread_runtime();
-    let values = rt.block_on(async {
-        let barrier = Arc::new(tokio::sync::Barrier::new(400));
-        let mut tasks = Vec::new();
-        for cache in [&a, &b] {
-            for _ in 0..200 {
-                let (cache, barrier, url) = (cache.clone(), barrier.clone(), url.clone());
-                tasks.push(tokio::spawn(async move {
-                    barrier.wait().await;
-                    cache
-                        .get_or_fetch("odds:g9:1700000000", || async move {
-                            reqwest::get(&url).await?.bytes().await
-                        })
-                        .await
-                        .unwrap()
-                }));
-            }
-        }
-        let mut out = Vec::new();
-        for t in tasks {
-            out.push(t.await.unwrap());
-        }
-        out
-    });
-    assert_eq!(origin.count(), 1, "exactly one upstream request");
-    assert!(values.iter().all(|v| v.as_ref() == b"{\"home\":-110}"));
-    let (sa, sb) = (a.stats().unwrap(), b.stats().unwrap());
-    assert_eq!(sa.redis.leases_won + sb.redis.leases_won, 1);
-}
-
-#[test]
-fn fetchers_on_two_instances_make_one_request_for_one_url() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
-    let origin = Origin::start(Duration::from_millis(300));
-    let url = format!("http://{}/odds", origin.addr);
-    let (a, _ca, _da) = instance(&server.url(), false);
-    let (b, _cb, _db) = instance(&server.url(), false);
-    let rt = multi_thread_runtime();
-    let outcomes = rt.block_on(async {
-        let mut tasks = Vec::new();
-        for cache in [&a, &b] {
-            let fetcher = Fetcher::new(cache).unwrap();
-            for _ in 0..200 {
-                let (fetcher, url) = (fetcher.clone(), url.clone());
-                tasks.push(tokio::spawn(async move {
-                    let opts = FetchOptions::default();
-                    fetcher.fetch(&url, "odds:g10:1", &opts).await.unwrap()
-                }));
-            }
-        }
-        let mut out = Vec::new();
-        for t in tasks {
-            out.push(t.await.unwrap());
-        }
-        out
-    });
-    assert_eq!(origin.count(), 1, "exactly one upstream request");
-    assert!(outcomes
-        .iter()
-        .all(|o| o.value.as_ref() == b"{\"home\":-110}"));
-}
-
-#[test]
-fn a_dead_lease_holder_is_taken_over_after_expiry() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
-    let (a, _ca, _da) = instance_with(&server.url(), false, |c| {
-        c.redis.lease_ttl.0 = Duration::from_millis(300);
-    });
-    let (b, _cb, _db) = instance_with(&server.url(), false, |c| {
-        c.redis.lease_ttl.0 = Duration::from_millis(300);
-    });
-    let LeaseOutcome::Won(held) = a.redis().unwrap().lease("odds:g2:1") else {
-        panic!("first lease must win")
-    };
-    // A "dies": its renewals stop, the lease is never released.
-    std::mem::forget(held);
-    drop(a);
-    let start = Instant::now();
-    match b.redis().unwrap().lease("odds:g2:1") {
-        LeaseOutcome::Won(_) => {}
-        other => panic!("expected a takeover, got {other:?}"),
-    }
-    eprintln!("takeover after {:?}", start.elapsed());
-    assert_eq!(b.stats().unwrap().redis.leases_waited, 1);
-}
-
-#[test]
-fn three_instances_share_one_global_quota_and_rate() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
-    let origin = Origin::start(Duration::ZERO);
-    let instances: Vec<_> = (0..3)
-        .map(|_| {
-            instance_with(&server.url(), false, |c| {
-                c.fetch.rate_limit = Rate::parse("5/s").unwrap();
-                c.fetch.quota = Rate::parse("12/month").unwrap();
-            })
-        })
-        .collect();
-    let rt = multi_thread_runtime();
-    let refused = rt.block_on(async {
-        let mut tasks = Vec::new();
-        for (n, (cache, _, _)) in instances.iter().enumerate() {
-            let fetcher = Fetcher::new(cache).unwrap();
-            for t in 0..3 {
-                let (fetcher, addr) = (fetcher.clone(), origin.addr);
-                tasks.push(tokio::spawn(async move {
-                    for i in 0.. {
-                        let url = format!("http://{addr}/odds/{n}/{t}/{i}");
-                        let key = format!("odds:q{n}x{t}:{i}");
-                        match fetcher.fetch(&url, &key, &FetchOptions::default()).await {
-                            Ok(_) => {}
-                            Err(Error::QuotaExceeded { used, limit, .. }) => {
-                                assert_eq!((used, limit), (12, 12));
-                                return 1;
-                            }
-                            Err(e) => panic!("unexpected {e}"),
-                        }
-                    }
-                    0
-                }));
-            }
-        }
-        let mut refused = 0;
-        for t in tasks {
-            refused += t.await.unwrap();
-        }
-        refused
-    });
-    assert_eq!(
-        origin.count(),
-        12,
-        "the instances together used the quota exactly"
-    );
-    assert_eq!(refused, 9);
-    // Rate: any 6 consecutive arrivals span at least a second (5/s), less
-    // a little slack for the loopback trip between slot and arrival.
-    let arrivals = origin.arrivals.lock().unwrap().clone();
-    let shortest = arrivals.windows(6).map(|w| w[5] - w[0]).min().unwrap();
-    assert!(
-        shortest >= Duration::from_millis(950),
-        "6 requests within {shortest:?}"
-    );
-    // The library API counts against the same global quota.
-    let r = instances[0].0.redis().unwrap();
-    assert!(matches!(
-        r.acquire_quota("origin"),
-        Err(Error::QuotaExceeded { .. })
-    ));
-}
-
 #[test]
 fn metrics_show_the_redis_tier() {
     let Some(server) = RedisServer::start() else {
@@ -484,48 +260,4 @@ fn unreachable_redis_at_open_is_not_an_error() {
         a.redis().unwrap().acquire_quota("h").unwrap(),
         Admission::Local
     );
-}
-
-/// Prints per-call figures (debug build; informational, nothing asserted).
-#[test]
-fn figures_for_the_report() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
-    let (a, _ca, _da) = instance(&server.url(), false);
-    let (b, _cb, _db) = instance(&server.url(), false);
-    let dir = tempfile::tempdir().unwrap();
-    let (plain, _) = common::open(dir.path());
-    let n = 200;
-    let time = |label: &str, f: &mut dyn FnMut(usize)| {
-        let start = Instant::now();
-        for i in 0..n {
-            f(i);
-        }
-        eprintln!(
-            "{label:<34} {:>8.1} µs/op",
-            start.elapsed().as_secs_f64() * 1e6 / n as f64
-        );
-    };
-    time("put, no redis", &mut |i| {
-        plain
-            .put(&format!("odds:p:{i}"), b"{\"x\":1}", Put::default())
-            .unwrap();
-    });
-    time("put + write-through", &mut |i| {
-        a.put(&format!("odds:p:{i}"), b"{\"x\":1}", Put::default())
-            .unwrap();
-    });
-    time("get, redis read-through + backfill", &mut |i| {
-        b.get(&format!("odds:p:{i}")).unwrap().unwrap();
-    });
-    time("get, local (L1) after backfill", &mut |i| {
-        b.get(&format!("odds:p:{i}")).unwrap().unwrap();
-    });
-    time("get miss, redis up (1 round trip)", &mut |i| {
-        assert!(b.get(&format!("odds:none:{i}")).unwrap().is_none());
-    });
-    time("get miss, no redis", &mut |i| {
-        assert!(plain.get(&format!("odds:none:{i}")).unwrap().is_none());
-    });
 }

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use freshcache::{Cache, ManualClock};
+
 /// One redis-server child process; killed on drop.
 pub struct RedisServer {
     bin: PathBuf,
@@ -234,4 +236,58 @@ impl Partition {
     pub fn restore(&self) {
         self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
     }
+}
+
+/// A cache at a fresh root using Redis at `url`.
+pub fn instance(url: &str, cluster: bool) -> (Cache, ManualClock, tempfile::TempDir) {
+    instance_with(url, cluster, |_| {})
+}
+
+pub fn instance_with(
+    url: &str,
+    cluster: bool,
+    tweak: impl FnOnce(&mut freshcache::Config),
+) -> (Cache, ManualClock, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, clock) = super::open_with(dir.path(), |c| {
+        c.redis.url = Some(url.to_string());
+        c.redis.cluster = cluster;
+        c.redis.timeout.0 = Duration::from_secs(1);
+        tweak(c);
+    });
+    (cache, clock, dir)
+}
+
+/// Polls `f` until it holds or `within` passes; says whether it held.
+pub fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub fn wait_subscribed(caches: &[&Cache]) {
+    for c in caches {
+        assert!(
+            eventually(Duration::from_secs(10), || c
+                .redis()
+                .unwrap()
+                .is_subscribed()),
+            "invalidation subscriber did not connect"
+        );
+    }
+}
+
+pub fn multi_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap()
 }
