@@ -242,6 +242,7 @@ impl CacheBuilder {
             index: Index::open(&root, c.fsync)?,
             files: BlobFiles::new(&root, c.fsync)?,
             inline_max: c.inline_max.0,
+            max_blob: c.max_value_size.0.max(crate::store::MIN_BLOB_CAP),
             zstd_level: c.zstd_level,
         };
         let hot = crate::hot::HotMap::new(&store.index, c.fsync, 1 << 20)?;

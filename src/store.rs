@@ -21,6 +21,10 @@ use crate::clock::Millis;
 use crate::error::Result;
 use crate::index::{self, totals, Found, Index, NewEntry, Row};
 
+/// The global cap on a blob's size at read time never goes below this,
+/// so lowering `max_value_size` cannot turn stored values into "corrupt" ones.
+pub const MIN_BLOB_CAP: u64 = 256 << 20;
+
 /// Counter name for blobs that failed verification.
 pub const CORRUPT_BLOBS: &str = "corrupt_blobs";
 
@@ -31,6 +35,9 @@ pub struct Store {
     pub files: BlobFiles,
     pub inline_max: u64,
     pub zstd_level: i32,
+    /// Rows claiming more bytes than this are treated as corrupt before
+    /// anything is allocated (a damaged size field must not balloon memory).
+    pub max_blob: u64,
 }
 
 /// Metadata of a put, besides the key and bytes.
@@ -398,6 +405,9 @@ impl Store {
         };
         if !want_bytes(&row) {
             return Ok(Outcome::Hit(Read { row, bytes: None }));
+        }
+        if row.size > self.max_blob || row.stored_size > self.max_blob {
+            return Ok(Outcome::Corrupt(row, inline.unwrap_or_default()));
         }
         let stored = match inline {
             Some(b) => b,

@@ -343,3 +343,35 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn two_evictors_at_once_neither_double_free_nor_corrupt_the_totals() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, clock) = open_with(dir.path(), |c| c.cache.inline_max.0 = 1024);
+    // Half the blobs shared by two keys, so a double release would show.
+    for i in 0..300u64 {
+        let v = noise(i / 2, 3000);
+        cache.put(&format!("k:{i:04}"), &v, Put::default()).unwrap();
+        clock.advance(Duration::from_millis(1));
+    }
+    let target = cache.disk_bytes().unwrap() / 3;
+    let (a, _) = open_with(dir.path(), |c| c.cache.inline_max.0 = 1024);
+    let (b, _) = open_with(dir.path(), |c| c.cache.inline_max.0 = 1024);
+    std::thread::scope(|s| {
+        s.spawn(|| a.evict_to_bytes(target).unwrap());
+        s.spawn(|| b.evict_to_bytes(target).unwrap());
+    });
+    let r = cache.verify(false, None).unwrap();
+    assert!(r.is_clean(), "{:?}", r.problems);
+    assert!(cache.disk_bytes().unwrap() <= target);
+    let s = cache.stats().unwrap();
+    assert_eq!(s.entries as usize, cache.list(None).unwrap().len());
+    assert_eq!(s.evicted_entries, 300 - s.entries);
+    for m in cache.list(None).unwrap() {
+        assert!(
+            cache.get(&m.key).unwrap().is_some(),
+            "{} survives whole",
+            m.key
+        );
+    }
+}

@@ -565,3 +565,24 @@ fn a_read_never_waits_for_another_writer_to_flush_its_access_batch() {
         "the batch was kept, not lost"
     );
 }
+
+#[test]
+fn a_row_claiming_a_huge_size_is_corrupt_not_an_allocation() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, _) = open_with(dir.path(), |c| c.cache.inline_max.0 = 1024);
+    cache
+        .put("k:inline", &odds_json(1, 800), Put::default())
+        .unwrap();
+    cache
+        .put("k:file", &noise(1, 50_000), Put::default())
+        .unwrap();
+    let conn = rusqlite::Connection::open(dir.path().join("index.sqlite")).unwrap();
+    conn.execute("UPDATE blobs SET size = 1 << 45, stored_size = 1 << 44", [])
+        .unwrap();
+    drop(conn);
+    let (fresh, _) = open_with(dir.path(), |c| c.cache.inline_max.0 = 1024);
+    assert_eq!(fresh.get("k:inline").unwrap(), None);
+    assert_eq!(fresh.get("k:file").unwrap(), None);
+    assert_eq!(fresh.stats().unwrap().corrupt_blobs, 2);
+    drop(cache);
+}

@@ -192,9 +192,15 @@ fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn progress_bar(json: bool, what: &str) -> Option<indicatif::ProgressBar> {
+/// Runs `f` with a progress callback that drives a bar on stderr when it is
+/// a terminal (quiet in pipes and with --json).
+fn with_progress<T>(
+    json: bool,
+    what: &str,
+    f: impl FnOnce(Option<freshcache::evict::Progress<'_>>) -> Result<T, Error>,
+) -> Result<T, Error> {
     if json || !std::io::stderr().is_terminal() {
-        return None;
+        return f(None);
     }
     let pb = indicatif::ProgressBar::new(0);
     pb.set_style(
@@ -202,7 +208,13 @@ fn progress_bar(json: bool, what: &str) -> Option<indicatif::ProgressBar> {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     pb.set_message(what.to_string());
-    Some(pb)
+    let cb = |done: u64, total: u64| {
+        pb.set_length(total);
+        pb.set_position(done);
+    };
+    let out = f(Some(&cb));
+    pb.finish_and_clear();
+    out
 }
 
 fn run(cli: Cli) -> anyhow::Result<Status> {
@@ -379,17 +391,7 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
             }
         }
         Cmd::Evict { max_size, json } => {
-            let pb = progress_bar(json, "evicting bytes");
-            let cb = |done: u64, total: u64| {
-                if let Some(pb) = &pb {
-                    pb.set_length(total);
-                    pb.set_position(done);
-                }
-            };
-            let r = cache.evict_with(max_size, Some(&cb))?;
-            if let Some(pb) = pb {
-                pb.finish_and_clear();
-            }
+            let r = with_progress(json, "evicting bytes", |p| cache.evict_with(max_size, p))?;
             if json {
                 print_json(&r)?;
             } else {
@@ -401,17 +403,7 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
             Ok(Status::Ok)
         }
         Cmd::Gc { grace, json } => {
-            let pb = progress_bar(json, "scanning blob shards");
-            let cb = |done: u64, total: u64| {
-                if let Some(pb) = &pb {
-                    pb.set_length(total);
-                    pb.set_position(done);
-                }
-            };
-            let r = cache.gc_with(grace, Some(&cb))?;
-            if let Some(pb) = pb {
-                pb.finish_and_clear();
-            }
+            let r = with_progress(json, "scanning blob shards", |p| cache.gc_with(grace, p))?;
             if json {
                 print_json(&r)?;
             } else {
@@ -423,17 +415,7 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
             Ok(Status::Ok)
         }
         Cmd::Verify { repair, json } => {
-            let pb = progress_bar(json, "verifying blobs");
-            let cb = |done: u64, total: u64| {
-                if let Some(pb) = &pb {
-                    pb.set_length(total);
-                    pb.set_position(done);
-                }
-            };
-            let r = cache.verify(repair, Some(&cb))?;
-            if let Some(pb) = pb {
-                pb.finish_and_clear();
-            }
+            let r = with_progress(json, "verifying blobs", |p| cache.verify(repair, p))?;
             let clean_after = if repair && !r.is_clean() {
                 cache.verify(false, None)?.is_clean()
             } else {

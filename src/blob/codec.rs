@@ -2,6 +2,8 @@
 //! least 1/8 of its size; otherwise raw, so incompressible data (float
 //! vectors, ~1.07x) is read without a pointless decompression.
 
+use std::cell::RefCell;
+
 use crate::blob::Digest;
 
 /// How a blob's stored bytes are encoded. Stored in the index as an integer.
@@ -24,10 +26,37 @@ impl Codec {
     }
 }
 
+thread_local! {
+    /// zstd contexts are costly to create (level 3 allocates its tables);
+    /// each thread keeps one of each.
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+fn compress(bytes: &[u8], level: i32) -> Option<Vec<u8>> {
+    COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.as_ref().is_none_or(|(l, _)| *l != level) {
+            *c = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+        }
+        c.as_mut()?.1.compress(bytes).ok()
+    })
+}
+
+fn decompress(stored: &[u8], capacity: usize) -> Option<Vec<u8>> {
+    DECOMPRESSOR.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_none() {
+            *d = Some(zstd::bulk::Decompressor::new().ok()?);
+        }
+        d.as_mut()?.decompress(stored, capacity).ok()
+    })
+}
+
 /// Encodes `bytes`, choosing raw when compression saves less than 1/8.
 pub fn encode(bytes: &[u8], level: i32) -> (Codec, Vec<u8>) {
     if bytes.len() >= 64 {
-        if let Ok(z) = zstd::bulk::compress(bytes, level) {
+        if let Some(z) = compress(bytes, level) {
             if z.len() <= bytes.len() - bytes.len() / 8 {
                 return (Codec::Zstd, z);
             }
@@ -43,7 +72,7 @@ pub fn decode(codec: Codec, stored: &[u8], size: u64, expected: &Digest) -> Opti
     let size = usize::try_from(size).ok()?;
     let bytes = match codec {
         Codec::Raw => stored.to_vec(),
-        Codec::Zstd => zstd::bulk::decompress(stored, size).ok()?,
+        Codec::Zstd => decompress(stored, size)?,
     };
     (bytes.len() == size && verify(&bytes, expected)).then_some(bytes)
 }

@@ -94,9 +94,11 @@ impl BlobFiles {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(&path, e)),
         };
-        // Read one byte past the expected length so a grown file is caught.
-        let mut buf =
-            Vec::with_capacity(usize::try_from(expected_len).unwrap_or(0).saturating_add(1));
+        // Read one byte past the expected length so a grown file is caught;
+        // allocate by the file's real length, never by what a row claims.
+        let actual = f.metadata().map_err(|e| Error::io(&path, e))?.len();
+        let cap = expected_len.min(actual).saturating_add(1);
+        let mut buf = Vec::with_capacity(usize::try_from(cap).unwrap_or(0));
         Read::by_ref(&mut f)
             .take(expected_len.saturating_add(1))
             .read_to_end(&mut buf)
