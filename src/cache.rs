@@ -46,6 +46,8 @@ pub(crate) struct Inner {
     pub(crate) tier: Option<crate::tier::HotTier>,
     /// Single-flight calls in progress (fetch and get_or_fetch).
     pub(crate) flights: crate::fetch::singleflight::Flights,
+    /// The shared Redis tier, when `redis.url` is set.
+    pub(crate) redis: Option<crate::redis::RedisTier>,
 }
 
 impl Drop for Inner {
@@ -255,7 +257,8 @@ impl CacheBuilder {
             .build();
         let window = c.access_flush.0.as_millis() as Millis;
         let classes = Classes::from_config(&self.config);
-        Ok(Cache {
+        let redis = crate::redis::RedisTier::from_config(&self.config)?;
+        let cache = Cache {
             inner: Arc::new(Inner {
                 root,
                 classes: RwLock::new(Arc::new(classes)),
@@ -268,8 +271,13 @@ impl CacheBuilder {
                 hot,
                 tier,
                 flights: Default::default(),
+                redis,
             }),
-        })
+        };
+        if let Some(r) = &cache.inner.redis {
+            r.start(&cache);
+        }
+        Ok(cache)
     }
 }
 
@@ -433,6 +441,9 @@ impl Cache {
             })
             .collect();
         let outcomes = self.inner.store.put_many(&store_items)?;
+        if let Some(r) = &self.inner.redis {
+            r.write_through(now, &store_items);
+        }
         let l1_max = config.cache.memory_size.0 / 16;
         Ok(store_items
             .iter()
@@ -580,6 +591,9 @@ impl Cache {
     /// [`Error::InvalidKey`] or a storage error.
     pub fn delete(&self, key: &str) -> Result<bool> {
         let key = Key::new(key)?;
+        if let Some(r) = &self.inner.redis {
+            r.invalidate(&Pattern::new(key.as_str())?);
+        }
         Ok(self.inner.store.delete(&[key.as_str().to_owned()])? > 0)
     }
 
@@ -588,6 +602,15 @@ impl Cache {
     /// # Errors
     /// [`Error::InvalidPattern`] or a storage error (nothing removed then).
     pub fn invalidate(&self, pattern: &str) -> Result<usize> {
+        if let Some(r) = &self.inner.redis {
+            r.invalidate(&Pattern::new(pattern)?);
+        }
+        self.invalidate_local(pattern)
+    }
+
+    /// [`Cache::invalidate`] on this root's tiers only (remote invalidations
+    /// arrive here).
+    pub(crate) fn invalidate_local(&self, pattern: &str) -> Result<usize> {
         let pattern = Pattern::new(pattern)?;
         let (lo, hi) = pattern.range();
         let store = &self.inner.store;
@@ -637,7 +660,7 @@ impl Cache {
             .resolve(&key, opts.class.as_deref(), opts.ttl.or(ttl))?;
         let now = self.now();
         let store = &self.inner.store;
-        store.index.write(|tx| {
+        let refreshed = store.index.write(|tx| {
             index::refresh_entry(
                 tx,
                 key.as_str(),
@@ -648,7 +671,16 @@ impl Cache {
                 opts.headers.as_deref(),
             )
             .map_err(|e| store.index.wrap(e))
-        })
+        })?;
+        if let (true, Some(r)) = (refreshed, &self.inner.redis) {
+            r.write_back(self, key.as_str());
+        }
+        Ok(refreshed)
+    }
+
+    /// The shared Redis tier, if one is configured.
+    pub fn redis(&self) -> Option<&crate::redis::RedisTier> {
+        self.inner.redis.as_ref()
     }
 
     /// Hits, misses, sizes and rates, shared by every process on the root.
@@ -656,10 +688,15 @@ impl Cache {
     /// # Errors
     /// A storage error.
     pub fn stats(&self) -> Result<Stats> {
-        Stats::load(
+        let mut s = Stats::load(
             &self.inner.store.index,
             self.inner.recorder.pending_counters(),
-        )
+        )?;
+        if let Some(r) = &self.inner.redis {
+            s.redis.configured = true;
+            s.redis.up = r.is_up();
+        }
+        Ok(s)
     }
 
     /// Writes batched access records and counters now.
@@ -776,11 +813,21 @@ impl Cache {
         allow_stale: bool,
         l1_hits: &[(Digest, Bytes, Tier)],
     ) -> Option<(Row, Bytes)> {
+        let redis = |allow_stale| {
+            let r = self.inner.redis.as_ref()?;
+            r.read_through(self, key, now, allow_stale)
+        };
         let Some(read) = read else {
+            if let Some(hit) = redis(allow_stale) {
+                return Some(hit);
+            }
             self.count(names::miss(&self.classes().classify(key.as_str()).0), 1);
             return None;
         };
         let fresh = Freshness::at(read.row.expires_at, now).is_fresh();
+        if let Some(hit) = (!fresh).then(|| redis(false)).flatten() {
+            return Some(hit);
+        }
         if !fresh && !allow_stale {
             self.count(names::miss(&read.row.class), 1);
             return None;

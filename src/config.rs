@@ -26,6 +26,9 @@ pub struct Config {
     #[serde(default)]
     pub feeds: Vec<FeedConfig>,
     pub daemon: DaemonConfig,
+    /// The shared Redis tier; `url: null` (the default) means none.
+    #[serde(default)]
+    pub redis: RedisConfig,
 }
 
 /// `cache:` — where and how blobs are stored.
@@ -143,6 +146,85 @@ pub struct WarmItem {
     pub url: Option<String>,
     #[serde(default)]
     pub class: Option<String>,
+}
+
+/// `redis:` — the shared tier between the local tiers and the upstream.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://host:port/db` or `rediss://` (TLS); several comma-separated
+    /// seed nodes for a cluster. `None`: no Redis tier.
+    pub url: Option<String>,
+    /// Talk to a Redis Cluster (keys carry `{...}` hash tags).
+    pub cluster: bool,
+    /// Overrides the URL's password (e.g. from `FRESHCACHE_REDIS_PASSWORD`).
+    pub password: Option<String>,
+    /// Prefix of every Redis key and channel (several caches may share a server).
+    pub key_prefix: String,
+    /// Values up to this size ride inside the metadata record.
+    pub inline_max: Size,
+    /// Larger values are shared by blob hash up to this size; above it only
+    /// the metadata is shared.
+    pub max_blob_size: Size,
+    /// Deadline of every Redis call.
+    pub timeout: Dur,
+    /// Redis keeps an entry this long past its expiry (for revalidation).
+    pub grace: Dur,
+    /// Lifetime of a cross-instance fetch lease (renewed while held).
+    pub lease_ttl: Dur,
+    /// Longest pause of the circuit breaker between probes.
+    pub max_backoff: Dur,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: None,
+            cluster: false,
+            password: None,
+            key_prefix: "freshcache".into(),
+            inline_max: Size(16 << 10),
+            max_blob_size: Size(8 << 20),
+            timeout: Dur(Duration::from_millis(250)),
+            grace: Dur(Duration::from_secs(600)),
+            lease_ttl: Dur(Duration::from_secs(30)),
+            max_backoff: Dur(Duration::from_secs(5)),
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisConfig {
+    /// Passwords (in the URL or the field) are never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = self.url.as_deref().map(redact_url);
+        f.debug_struct("RedisConfig")
+            .field("url", &url)
+            .field("cluster", &self.cluster)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("key_prefix", &self.key_prefix)
+            .field("inline_max", &self.inline_max)
+            .field("max_blob_size", &self.max_blob_size)
+            .field("timeout", &self.timeout)
+            .field("grace", &self.grace)
+            .field("lease_ttl", &self.lease_ttl)
+            .field("max_backoff", &self.max_backoff)
+            .finish()
+    }
+}
+
+/// `redis://user:secret@host` → `redis://user:***@host`.
+pub(crate) fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(|u| match (u.find("://"), u.rfind('@')) {
+            (Some(s), Some(at)) if at > s => {
+                let creds = &u[s + 3..at];
+                let user = creds.split(':').next().unwrap_or("");
+                format!("{}{user}:***{}", &u[..s + 3], &u[at..])
+            }
+            _ => u.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 impl Default for Config {
@@ -348,6 +430,39 @@ impl Config {
                     );
                 }
             }
+        }
+        self.validate_redis()
+    }
+
+    fn validate_redis(&self) -> std::result::Result<(), (String, String)> {
+        let err = |f: &str, r: &str| Err((format!("redis.{f}"), r.to_string()));
+        let r = &self.redis;
+        if let Some(url) = &r.url {
+            for u in url.split(',') {
+                let u = u.trim();
+                if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
+                    return err("url", "must be a redis:// or rediss:// URL");
+                }
+            }
+        }
+        let p = &r.key_prefix;
+        if p.is_empty() || p.len() > 64 || p.contains(['{', '}', '*', '?', '[', ']', ' ']) {
+            return err(
+                "key_prefix",
+                "must be 1..=64 bytes without braces, glob characters or spaces",
+            );
+        }
+        for (f, d) in [
+            ("timeout", r.timeout),
+            ("lease_ttl", r.lease_ttl),
+            ("max_backoff", r.max_backoff),
+        ] {
+            if d.0.is_zero() {
+                return err(f, "must be greater than zero");
+            }
+        }
+        if r.inline_max.0 > r.max_blob_size.0 {
+            return err("inline_max", "must not exceed redis.max_blob_size");
         }
         Ok(())
     }

@@ -233,6 +233,9 @@ pub fn render(stats: &Stats, disk_bytes: u64, latency: &Latency) -> Exposition {
         "Hits / (hits + misses) since the root was created.",
         stats.hit_rate,
     );
+    if stats.redis.configured {
+        render_redis(&mut e, &stats.redis);
+    }
     e.histogram(
         "freshcache_get_duration_seconds",
         "Latency of get calls in this process.",
@@ -244,6 +247,53 @@ pub fn render(stats: &Stats, disk_bytes: u64, latency: &Latency) -> Exposition {
         &latency.put,
     );
     e
+}
+
+/// The Redis tier's families (hits are in `freshcache_hits_total{tier="redis"}`).
+fn render_redis(e: &mut Exposition, r: &crate::stats::RedisStats) {
+    e.single(
+        "freshcache_redis_up",
+        "gauge",
+        "1 while the Redis tier is reachable (circuit breaker closed), 0 while it is down.",
+        if r.up { 1.0 } else { 0.0 },
+    );
+    for (name, help, v) in [
+        (
+            "misses",
+            "Lookups that missed the Redis tier too.",
+            r.misses,
+        ),
+        (
+            "backfills",
+            "Entries copied from Redis into the local tiers.",
+            r.backfills,
+        ),
+        ("writes", "Entries written through to Redis.", r.writes),
+        ("errors", "Failed or timed-out Redis calls.", r.errors),
+        (
+            "invalidations_received",
+            "Invalidations from other instances applied locally.",
+            r.invalidations_received,
+        ),
+    ] {
+        let name = format!("freshcache_redis_{name}_total");
+        e.single(&name, "counter", help, v as f64);
+    }
+    e.family(
+        "freshcache_redis_leases_total",
+        "counter",
+        "Cross-instance fetch leases by outcome (won: made the upstream call, waited: another instance did).",
+    );
+    e.sample(
+        "freshcache_redis_leases_total",
+        &[("outcome", "won")],
+        r.leases_won as f64,
+    );
+    e.sample(
+        "freshcache_redis_leases_total",
+        &[("outcome", "waited")],
+        r.leases_waited as f64,
+    );
 }
 
 #[cfg(test)]

@@ -214,6 +214,11 @@ pub(crate) mod names {
     pub fn avoided(how: &str) -> String {
         format!("avoided|{how}")
     }
+    /// Redis tier counters: misses, backfills, writes, errors, leases_won,
+    /// leases_waited, invalidations_received.
+    pub fn redis(what: &str) -> String {
+        format!("redis|{what}")
+    }
     pub const EVICTED_BYTES: &str = "evicted_bytes";
     pub const EVICTED_ENTRIES: &str = "evicted_entries";
     pub const BYTES_SAVED_304: &str = "bytes_saved_304";
@@ -230,6 +235,28 @@ pub struct ClassStats {
     pub ttl_violations: u64,
     /// ttl_violations / guard_checks (0 when no checks).
     pub ttl_violation_rate: f64,
+}
+
+/// The shared Redis tier's figures (all zero without one).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct RedisStats {
+    /// A Redis tier is configured.
+    pub configured: bool,
+    /// Its circuit breaker is closed (live state of this process).
+    pub up: bool,
+    pub hits: u64,
+    pub misses: u64,
+    /// Entries copied from Redis into the local tiers.
+    pub backfills: u64,
+    /// Entries written through to Redis.
+    pub writes: u64,
+    /// Failed or timed-out Redis calls.
+    pub errors: u64,
+    /// Cross-instance fetch leases this root's processes won / waited on.
+    pub leases_won: u64,
+    pub leases_waited: u64,
+    /// Invalidations from other instances applied to the local tiers.
+    pub invalidations_received: u64,
 }
 
 /// A snapshot of the cache's figures, shared by every process on the root.
@@ -258,6 +285,8 @@ pub struct Stats {
     pub guard_checks: u64,
     pub ttl_violations: u64,
     pub by_class: BTreeMap<String, ClassStats>,
+    /// The shared Redis tier.
+    pub redis: RedisStats,
 }
 
 fn rate(num: u64, den: u64) -> f64 {
@@ -325,9 +354,23 @@ impl Stats {
                     *s.upstream_requests.entry(outcome.to_string()).or_default() += v;
                 }
                 ["avoided", _] => s.upstream_calls_avoided += v,
+                ["redis", what] => {
+                    let r = &mut s.redis;
+                    match *what {
+                        "misses" => r.misses += v,
+                        "backfills" => r.backfills += v,
+                        "writes" => r.writes += v,
+                        "errors" => r.errors += v,
+                        "leases_won" => r.leases_won += v,
+                        "leases_waited" => r.leases_waited += v,
+                        "invalidations_received" => r.invalidations_received += v,
+                        _ => {}
+                    }
+                }
                 _ => {}
             }
         }
+        s.redis.hits = s.hits_by_tier.get("redis").copied().unwrap_or(0);
         s.upstream_calls_avoided += s.hits;
         s.hit_rate = rate(s.hits, s.hits + s.misses);
         for c in s.by_class.values_mut() {

@@ -543,6 +543,22 @@ pub(crate) fn print_stats(s: &freshcache::Stats, config: &Config) {
         "evicted          {} entries, {} bytes",
         s.evicted_entries, s.evicted_bytes
     );
+    if s.redis.configured {
+        let r = &s.redis;
+        println!(
+            "redis tier       {}: {} hits, {} misses, {} backfills, {} writes, {} errors",
+            if r.up { "up" } else { "DOWN" },
+            r.hits,
+            r.misses,
+            r.backfills,
+            r.writes,
+            r.errors
+        );
+        println!(
+            "redis leases     {} won, {} waited; {} invalidations received",
+            r.leases_won, r.leases_waited, r.invalidations_received
+        );
+    }
     let threshold = config.monitoring.ttl_violation_threshold;
     println!(
         "{:<14} {:>7} {:>7} {:>8} {:>8} {:>10} {:>10}",

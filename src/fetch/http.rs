@@ -111,11 +111,28 @@ impl Fetcher {
             let conditional = validators.url == Some(url.as_str());
             let mut attempt = 0u32;
             let resp = loop {
-                self.limiter.acquire(&host_of(&url)).await;
-                limit::take_quota(&self.cache, self.settings.quota).map_err(|error| Failure {
-                    error,
-                    transient: false,
-                })?;
+                let host = host_of(&url);
+                // With Redis, quota and rate are global; without (or when it
+                // is down), this process's limiter and the root's quota.
+                let global = match self.cache.redis() {
+                    Some(r) => r
+                        .admit_with(&host, self.settings.quota, self.limiter.interval())
+                        .await
+                        .map_err(|error| Failure {
+                            error,
+                            transient: false,
+                        })?,
+                    None => crate::redis::Admission::Local,
+                };
+                if global == crate::redis::Admission::Local {
+                    self.limiter.acquire(&host).await;
+                    limit::take_quota(&self.cache, self.settings.quota).map_err(|error| {
+                        Failure {
+                            error,
+                            transient: false,
+                        }
+                    })?;
+                }
                 requests += 1;
                 let mut req = self.client.get(url.clone());
                 if conditional {

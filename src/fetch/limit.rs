@@ -42,6 +42,11 @@ impl RateLimiter {
         }
     }
 
+    /// The spacing of requests to one host (the global limiter's slot).
+    pub(crate) fn interval(&self) -> Duration {
+        self.interval
+    }
+
     /// Reserves the next slot for `host` and says how long to wait for it.
     pub(crate) fn reserve(&self, host: &str, now: Instant) -> Duration {
         let mut map = self.tat.lock().unwrap_or_else(|p| p.into_inner());

@@ -171,6 +171,16 @@ impl Fetcher {
 
     async fn fetch_now(&self, url: Url, key: &str, opts: &FetchOptions) -> Result<FetchOutcome> {
         let entry = self.cache.get_entry(key)?;
+        // Across instances (Redis tier): one lease holder goes upstream; the
+        // others wait and read its result through Redis.
+        let (_lease, entry) = match &entry {
+            Some(e) if e.meta.freshness.is_fresh() => (None, entry),
+            _ => match crate::redis::coordinate(&self.cache, key).await {
+                crate::redis::Coordinated::Won(lease) => (Some(lease), entry),
+                crate::redis::Coordinated::Filled => (None, self.cache.get_entry(key)?),
+                crate::redis::Coordinated::Alone => (None, entry),
+            },
+        };
         let base = FetchOutcome {
             outcome: Outcome::Fresh,
             status: None,

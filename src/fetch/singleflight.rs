@@ -156,6 +156,15 @@ impl Cache {
             if let Some(v) = self.get(key)? {
                 return Ok(v);
             }
+            // Across instances (Redis tier): one lease holder runs the loader.
+            let _lease = match crate::redis::coordinate(self, key).await {
+                crate::redis::Coordinated::Won(lease) => Some(lease),
+                crate::redis::Coordinated::Filled => match self.get(key)? {
+                    Some(v) => return Ok(v),
+                    None => None,
+                },
+                crate::redis::Coordinated::Alone => None,
+            };
             let value = loader().await.map_err(|e| Error::Loader {
                 key: key.to_owned(),
                 source: e.into(),

@@ -146,19 +146,23 @@ impl Index {
         writer
             .execute_batch("PRAGMA cache_size = -65536")
             .map_err(wrap)?;
-        // Takes effect only on a new, empty file: lets eviction give pages back.
-        writer
-            .execute_batch("PRAGMA auto_vacuum = INCREMENTAL")
-            .map_err(wrap)?;
-        writer
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))
-            .map_err(wrap)?;
-        let tx_result = (|| {
-            let tx = rusqlite::Transaction::new_unchecked(&writer, TransactionBehavior::Immediate)?;
-            let v = schema::migrate(&tx)?;
-            tx.commit()?;
-            Ok(v)
-        })();
+        // Two processes opening a new root at once: switching to WAL and the
+        // first migration can answer SQLITE_BUSY without consulting the busy
+        // handler, so the initialisation retries for up to the busy timeout.
+        let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+        let mut pause = Duration::from_millis(5);
+        let tx_result = loop {
+            match init(&writer) {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                }
+                other => break other,
+            }
+        };
         if let Err(found) = tx_result.map_err(wrap)? {
             return Err(Error::SchemaVersion {
                 path,
@@ -256,6 +260,25 @@ impl Index {
         let _ = conn.busy_timeout(BUSY_TIMEOUT);
         out
     }
+}
+
+/// Sets up a new or existing index: incremental auto-vacuum (new files
+/// only), WAL, and the schema migration in one immediate transaction.
+fn init(writer: &Connection) -> rusqlite::Result<Result<i64, i64>> {
+    writer.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")?;
+    let mode: String = writer.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        // Another connection kept the file from switching yet: retry.
+        let busy = rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY);
+        return Err(rusqlite::Error::SqliteFailure(
+            busy,
+            Some(format!("journal mode is {mode}")),
+        ));
+    }
+    let tx = rusqlite::Transaction::new_unchecked(writer, TransactionBehavior::Immediate)?;
+    let v = schema::migrate(&tx)?;
+    tx.commit()?;
+    Ok(v)
 }
 
 pub(crate) fn open_connection(path: &Path, synchronous_full: bool) -> Result<Connection> {

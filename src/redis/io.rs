@@ -1,0 +1,331 @@
+//! Reads through, writes through and invalidates across instances.
+//!
+//! Invariants:
+//! - A Redis entry carries the index row's metadata; its Redis TTL is the
+//!   remaining freshness plus `redis.grace`, so "fresh" means the same on
+//!   every instance, and a stale Redis entry is never returned as fresh.
+//! - Values are verified against their blake3 hash before they are served
+//!   or backfilled; a value that fails is a miss.
+//! - A backfill goes to the local store directly (same created_at,
+//!   expires_at and validators), never back through to Redis.
+
+use bytes::Bytes;
+use futures_util::future::{try_join, try_join_all};
+use redis::Script;
+
+use super::codec::{self, Body, Record};
+use super::RedisTier;
+use crate::blob::Digest;
+use crate::cache::Cache;
+use crate::clock::Millis;
+use crate::index::Row;
+use crate::key::{Key, Pattern};
+use crate::policy::Freshness;
+use crate::stats::{names, Tier};
+use crate::store::{EntryFields, PutItem};
+
+/// Adds a key to the lexicographic index and its expiry to the expiry
+/// index, then drops a few index members whose entries have expired.
+const INDEX_SCRIPT: &str = r"
+redis.call('ZADD', KEYS[1], 0, ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[3], 'LIMIT', 0, 16)
+for _, k in ipairs(old) do
+  redis.call('ZREM', KEYS[1], k)
+  redis.call('ZREM', KEYS[2], k)
+end
+return #old";
+
+/// Extends a shared blob's TTL if it exists (1) or says it is missing (0).
+const BLOB_TOUCH_SCRIPT: &str = r"
+local t = redis.call('PTTL', KEYS[1])
+if t == -2 then return 0 end
+if t >= 0 and t < tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return 1";
+
+/// One entry on its way to Redis.
+struct Outgoing {
+    key: String,
+    entry_key: String,
+    record: Vec<u8>,
+    blob: Option<(String, Vec<u8>)>,
+    ttl_ms: i64,
+    index_until: i64,
+}
+
+impl RedisTier {
+    /// Looks `key` up in Redis after a local miss (or a stale local copy).
+    /// A fresh hit — or, with `allow_stale`, a stale one — is backfilled
+    /// into the local tiers and returned with the row it now has.
+    pub(crate) fn read_through(
+        &self,
+        cache: &Cache,
+        key: &Key,
+        now: Millis,
+        allow_stale: bool,
+    ) -> Option<(Row, Bytes)> {
+        let entry_key = self.core.keys.entry(key.as_str());
+        let keys = self.core.keys.clone();
+        let timeout = self.core.settings.timeout;
+        let got = self.block("get", timeout * 2, move |core| async move {
+            let mut c = core.conn().await?;
+            let raw: Option<Vec<u8>> = redis::cmd("GET")
+                .arg(&entry_key)
+                .query_async(&mut c)
+                .await?;
+            let Some(raw) = raw else { return Ok(None) };
+            let Some((rec, inline)) = codec::decode(&raw) else {
+                return Ok(None);
+            };
+            let inline = inline.to_vec();
+            let blob: Option<Vec<u8>> = match (rec.body, rec.digest()) {
+                (Body::Blob, Some(d)) if allow_stale || rec.expires_at > now => {
+                    redis::cmd("GET")
+                        .arg(keys.blob(&d))
+                        .query_async(&mut c)
+                        .await?
+                }
+                _ => None,
+            };
+            Ok(Some((rec, inline, blob)))
+        });
+        // Unavailable (breaker open, error, timeout): not a Redis miss.
+        let got = got?;
+        let found = got.and_then(|(rec, inline, blob)| {
+            let fresh = Freshness::at(rec.expires_at, now).is_fresh();
+            if !fresh && !allow_stale {
+                return None;
+            }
+            let hash = rec.digest()?;
+            let value = match rec.body {
+                Body::Inline => crate::blob::codec::verify(&inline, &hash).then_some(inline)?,
+                Body::Blob => codec::decode_blob(&blob?, rec.size, &hash)?,
+                Body::None => return None,
+            };
+            Some((rec, hash, value, fresh))
+        });
+        let Some((rec, hash, value, fresh)) = found else {
+            self.core.count("misses", 1);
+            return None;
+        };
+        self.backfill(cache, key, &rec, hash, &value);
+        let row = Row {
+            key: key.as_str().to_owned(),
+            blob_id: -1,
+            hash,
+            class: rec.class.clone(),
+            size: value.len() as u64,
+            stored_size: value.len() as u64,
+            codec: crate::blob::codec::Codec::Raw,
+            created_at: rec.created_at,
+            expires_at: rec.expires_at,
+            etag: rec.etag,
+            last_modified: rec.last_modified,
+            headers: rec.headers,
+            hits: 0,
+            last_access: now,
+            is_file: false,
+        };
+        let bytes = Bytes::from(value);
+        if (bytes.len() as u64) <= self.core.settings.memory_size / 16 {
+            cache.inner.l1.insert(hash, bytes.clone());
+        }
+        let hit = fresh.then(|| names::hit(Tier::Redis, &row.class));
+        if let Some(h) = hit {
+            cache.count(h, 1);
+        }
+        Some((row, bytes))
+    }
+
+    /// Copies a Redis entry into the local store with its own metadata.
+    fn backfill(&self, cache: &Cache, key: &Key, rec: &Record, hash: Digest, value: &[u8]) {
+        let fields = EntryFields {
+            class: &rec.class,
+            created_at: rec.created_at,
+            expires_at: rec.expires_at,
+            etag: rec.etag.as_deref(),
+            last_modified: rec.last_modified.as_deref(),
+            headers: rec.headers.as_deref(),
+        };
+        let result = crate::evict::admit(cache, &cache.config(), value.len() as u64)
+            .and_then(|()| cache.inner.store.put(key.as_str(), value, &hash, &fields));
+        match result {
+            Ok(_) => self.core.count("backfills", 1),
+            Err(e) => {
+                tracing::warn!(key = key.as_str(), error = %e, "could not backfill from redis")
+            }
+        }
+    }
+
+    /// Writes freshly stored entries through to Redis (waits for the
+    /// acknowledgement, bounded by the timeout; a failure only opens the
+    /// breaker).
+    pub(crate) fn write_through(&self, now: Millis, items: &[PutItem<'_>]) {
+        if !self.core.breaker.may_try() {
+            return;
+        }
+        let s = &self.core.settings;
+        let out: Vec<Outgoing> = items
+            .iter()
+            .filter_map(|it| {
+                let f = &it.fields;
+                let ttl_ms = f.expires_at - now + s.grace_ms;
+                if ttl_ms <= 0 {
+                    return None;
+                }
+                let size = it.value.len() as u64;
+                let body = if size <= s.inline_max {
+                    Body::Inline
+                } else if size <= s.max_blob_size {
+                    Body::Blob
+                } else {
+                    Body::None
+                };
+                let rec = Record {
+                    class: f.class.to_owned(),
+                    created_at: f.created_at,
+                    expires_at: f.expires_at,
+                    etag: f.etag.map(str::to_owned),
+                    last_modified: f.last_modified.map(str::to_owned),
+                    headers: f.headers.map(str::to_owned),
+                    hash: it.hash.to_hex(),
+                    size,
+                    body,
+                };
+                let inline = (body == Body::Inline).then_some(it.value);
+                let blob = (body == Body::Blob).then(|| {
+                    let b = codec::encode_blob(it.value, s.zstd_level);
+                    (self.core.keys.blob(&it.hash), b)
+                });
+                Some(Outgoing {
+                    key: it.key.to_owned(),
+                    entry_key: self.core.keys.entry(it.key),
+                    record: codec::encode(&rec, inline),
+                    blob,
+                    ttl_ms,
+                    index_until: now + ttl_ms,
+                })
+            })
+            .collect();
+        if out.is_empty() {
+            return;
+        }
+        let n = out.len() as i64;
+        let deadline = s.timeout * (1 + out.len().min(8) as u32);
+        let done = self.block("put", deadline, move |core| async move {
+            let c = core.conn().await?;
+            // Items in parallel on the multiplexed connection; per item the
+            // blob first (a record must not name a blob not yet there), then
+            // the record and its index entry together.
+            let writes = out.into_iter().map(|o| {
+                let (mut c1, mut c2, core) = (c.clone(), c.clone(), core.clone());
+                async move {
+                    if let Some((bk, bytes)) = &o.blob {
+                        let touch = Script::new(BLOB_TOUCH_SCRIPT);
+                        let present: i64 =
+                            touch.key(bk).arg(o.ttl_ms).invoke_async(&mut c1).await?;
+                        if present == 0 {
+                            redis::cmd("SET")
+                                .arg(bk)
+                                .arg(bytes)
+                                .arg("PX")
+                                .arg(o.ttl_ms)
+                                .query_async::<()>(&mut c1)
+                                .await?;
+                        }
+                    }
+                    let mut set = redis::cmd("SET");
+                    set.arg(&o.entry_key).arg(&o.record).arg("PX").arg(o.ttl_ms);
+                    let record = set.query_async::<()>(&mut c1);
+                    let index = Script::new(INDEX_SCRIPT);
+                    let mut index = index.prepare_invoke();
+                    index
+                        .key(core.keys.index_lex())
+                        .key(core.keys.index_exp())
+                        .arg(&o.key)
+                        .arg(o.index_until)
+                        .arg(now);
+                    let indexed = index.invoke_async::<i64>(&mut c2);
+                    try_join(record, indexed).await.map(|_| ())
+                }
+            });
+            try_join_all(writes).await.map(|_| ())
+        });
+        if done.is_some() {
+            self.core.count("writes", n);
+        }
+    }
+
+    /// Writes the local entry of `key` through again (after a 304 refresh).
+    pub(crate) fn write_back(&self, cache: &Cache, key: &str) {
+        let now = cache.now();
+        let Ok(Some(read)) = cache.inner.store.read(key, now, |_| true) else {
+            return;
+        };
+        let Some(bytes) = read.bytes else { return };
+        let r = &read.row;
+        let item = PutItem {
+            key,
+            value: &bytes,
+            hash: r.hash,
+            fields: EntryFields {
+                class: &r.class,
+                created_at: r.created_at,
+                expires_at: r.expires_at,
+                etag: r.etag.as_deref(),
+                last_modified: r.last_modified.as_deref(),
+                headers: r.headers.as_deref(),
+            },
+        };
+        self.write_through(now, std::slice::from_ref(&item));
+    }
+
+    /// Removes every Redis entry matching `pattern`, logs the invalidation
+    /// and publishes it to the other instances. Returns the entries removed
+    /// (`None` when Redis was unavailable).
+    pub(crate) fn invalidate(&self, pattern: &Pattern) -> Option<usize> {
+        let prefix = pattern.literal_prefix().as_bytes().to_vec();
+        let text = pattern.as_str().to_owned();
+        let matcher = pattern.clone();
+        let deadline = self.core.settings.timeout * 8;
+        self.block("invalidate", deadline, move |core| async move {
+            let mut c = core.conn().await?;
+            let (lo, hi) = if prefix.is_empty() {
+                (b"-".to_vec(), b"+".to_vec())
+            } else {
+                let mut lo = b"[".to_vec();
+                lo.extend_from_slice(&prefix);
+                let mut hi = b"(".to_vec();
+                hi.extend_from_slice(&prefix);
+                hi.push(0xff);
+                (lo, hi)
+            };
+            let members: Vec<String> = redis::cmd("ZRANGEBYLEX")
+                .arg(core.keys.index_lex())
+                .arg(lo)
+                .arg(hi)
+                .query_async(&mut c)
+                .await?;
+            let doomed: Vec<String> = members.into_iter().filter(|k| matcher.matches(k)).collect();
+            let mut removed = 0usize;
+            for chunk in doomed.chunks(256) {
+                for k in chunk {
+                    let n: i64 = redis::cmd("DEL")
+                        .arg(core.keys.entry(k))
+                        .query_async(&mut c)
+                        .await?;
+                    removed += n as usize;
+                }
+                for z in [core.keys.index_lex(), core.keys.index_exp()] {
+                    redis::cmd("ZREM")
+                        .arg(z)
+                        .arg(chunk)
+                        .query_async::<()>(&mut c)
+                        .await?;
+                }
+            }
+            super::sub::publish(&core, &mut c, &text).await?;
+            Ok(removed)
+        })
+    }
+}

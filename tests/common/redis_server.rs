@@ -1,0 +1,293 @@
+//! Real `redis-server` processes on free loopback ports, started and killed
+//! by the tests (never a system service), and a 3-node cluster.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use freshcache::{Cache, ManualClock};
+
+/// One redis-server child process; killed on drop.
+pub struct RedisServer {
+    bin: PathBuf,
+    pub port: u16,
+    dir: tempfile::TempDir,
+    cluster: bool,
+    child: Option<Child>,
+}
+
+/// A free loopback port (and, for cluster nodes, its bus port + 10000).
+fn free_port(with_bus: bool) -> u16 {
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let port = l.local_addr().expect("addr").port();
+        if !with_bus {
+            return port;
+        }
+        if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Sends one inline command and returns the raw reply (tests only).
+pub fn raw_command(port: u16, cmd: &str) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(
+        &format!("127.0.0.1:{port}").parse().ok()?,
+        Duration::from_millis(200),
+    )
+    .ok()?;
+    s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
+    s.write_all(format!("{cmd}\r\n").as_bytes()).ok()?;
+    let mut buf = vec![0u8; 8192];
+    let n = s.read(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+impl RedisServer {
+    /// Starts a standalone server (no persistence), or `None` (skipped)
+    /// when redis-server is not installed.
+    pub fn start() -> Option<RedisServer> {
+        Self::start_with(false)
+    }
+
+    fn start_with(cluster: bool) -> Option<RedisServer> {
+        let bin = super::tool("redis-server")?;
+        let mut s = RedisServer {
+            bin,
+            port: free_port(cluster),
+            dir: tempfile::tempdir().expect("tempdir"),
+            cluster,
+            child: None,
+        };
+        s.spawn();
+        Some(s)
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("--port")
+            .arg(self.port.to_string())
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if self.cluster {
+            cmd.args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+                .arg("--cluster-config-file")
+                .arg(self.dir.path().join("nodes.conf"));
+        }
+        self.child = Some(cmd.spawn().expect("spawn redis-server"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while raw_command(self.port, "PING").is_none_or(|r| !r.starts_with("+PONG")) {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start on {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port (empty: no persistence).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Three masters on loopback ports, joined with `redis-cli --cluster create`.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts and joins the cluster, or `None` (skipped) without the tools.
+    pub fn start() -> Option<RedisCluster> {
+        let cli = super::tool("redis-cli")?;
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| RedisServer::start_with(true))
+            .collect::<Option<_>>()?;
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new(cli)
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .arg("--cluster-yes")
+            .output()
+            .expect("run redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for n in &nodes {
+            while raw_command(n.port, "CLUSTER INFO")
+                .is_none_or(|r| !r.contains("cluster_state:ok"))
+            {
+                assert!(Instant::now() < deadline, "cluster did not become ok");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Some(RedisCluster { nodes })
+    }
+
+    /// Every node's URL, comma-separated (the config's seed list).
+    pub fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(RedisServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// A TCP forwarder to a server that the test can cut (every connection
+/// dropped, new ones refused) and restore: a network partition between one
+/// instance and Redis while Redis itself stays up.
+pub struct Partition {
+    pub port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    live: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
+}
+
+impl Partition {
+    pub fn new(target: u16) -> Partition {
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let live = std::sync::Arc::new(std::sync::Mutex::new(Vec::<TcpStream>::new()));
+        let (c, l) = (cut.clone(), live.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if c.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let pairs = [
+                    (client.try_clone(), server.try_clone()),
+                    (server.try_clone(), client.try_clone()),
+                ];
+                {
+                    let mut live = l.lock().unwrap();
+                    live.push(client);
+                    live.push(server);
+                }
+                for (from, to) in pairs {
+                    if let (Ok(mut from), Ok(mut to)) = (from, to) {
+                        std::thread::spawn(move || {
+                            let _ = std::io::copy(&mut from, &mut to);
+                            let _ = to.shutdown(std::net::Shutdown::Both);
+                        });
+                    }
+                }
+            }
+        });
+        Partition { port, cut, live }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Drops every forwarded connection and refuses new ones.
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for s in self.live.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    pub fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A cache at a fresh root using Redis at `url`.
+pub fn instance(url: &str, cluster: bool) -> (Cache, ManualClock, tempfile::TempDir) {
+    instance_with(url, cluster, |_| {})
+}
+
+pub fn instance_with(
+    url: &str,
+    cluster: bool,
+    tweak: impl FnOnce(&mut freshcache::Config),
+) -> (Cache, ManualClock, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, clock) = super::open_with(dir.path(), |c| {
+        c.redis.url = Some(url.to_string());
+        c.redis.cluster = cluster;
+        c.redis.timeout.0 = Duration::from_secs(1);
+        tweak(c);
+    });
+    (cache, clock, dir)
+}
+
+/// Polls `f` until it holds or `within` passes; says whether it held.
+pub fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub fn wait_subscribed(caches: &[&Cache]) {
+    for c in caches {
+        assert!(
+            eventually(Duration::from_secs(10), || c
+                .redis()
+                .unwrap()
+                .is_subscribed()),
+            "invalidation subscriber did not connect"
+        );
+    }
+}
+
+pub fn multi_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap()
+}
