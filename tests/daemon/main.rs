@@ -6,6 +6,10 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod harness;
+#[path = "../common/redis_server.rs"]
+mod redis_server;
+#[allow(unused_imports)]
+use common::{open_with, tool};
 
 use std::path::Path;
 use std::process::Command;
@@ -290,4 +294,34 @@ async fn promtool_accepts_the_scrape_and_the_alert_rules() {
             String::from_utf8_lossy(&out.stdout)
         );
     }
+}
+
+/// The daemon with Redis configured: its scrape shows the Redis tier up and
+/// the feed's articles written through to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_configured_the_scrape_shows_the_redis_tier() {
+    let Some(server) = redis_server::RedisServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (origin, oaddr) = Origin::start().await;
+    let (cfg, root) = (dir.path().join("runtime.yml"), dir.path().join("cache"));
+    let extra = format!(
+        "redis:\n  url: \"{}\"\nfeeds:\n{}",
+        server.url(),
+        feed("wire", oaddr, "300ms", "")
+    );
+    write_config(&cfg, &root, "", &extra);
+    let mut d = Daemon::start(&cfg, &dir.path().join("daemon.log"));
+    eventually("a feed refresh", &d, || async {
+        origin.count("wire", 200) >= 1
+    })
+    .await;
+    eventually("write-through in the scrape", &d, || async {
+        value(&d.scrape().await, "freshcache_redis_writes_total").unwrap_or(0.0) >= 1.0
+    })
+    .await;
+    let scrape = d.scrape().await;
+    assert_eq!(value(&scrape, "freshcache_redis_up"), Some(1.0), "{scrape}");
+    assert!(d.terminate().success());
 }
