@@ -429,6 +429,21 @@ fn main() {
         println!("{rate}");
         return;
     }
+    let saved = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/compare-results.json");
+    if std::env::var_os("FC_COMPARE_REPLOT").is_some() {
+        // Re-render the chart from the last run's figures.
+        let rows: Vec<(String, String, String, f64)> =
+            serde_json::from_slice(&std::fs::read(&saved).unwrap()).unwrap();
+        let r: Results = rows
+            .into_iter()
+            .map(|(a, b, c, v)| ((a, b, c), v))
+            .collect();
+        chart(
+            &r,
+            &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/compare.png"),
+        );
+        return;
+    }
     let n: usize = std::env::var("FC_COMPARE_OPS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -452,6 +467,9 @@ fn main() {
             }
         }
     }
+    let rows: Vec<(&String, &String, &String, f64)> =
+        r.iter().map(|((a, b, c), v)| (a, b, c, *v)).collect();
+    std::fs::write(&saved, serde_json::to_vec(&rows).unwrap()).unwrap();
     report(&r, &z, n);
 }
 
@@ -561,24 +579,25 @@ fn chart(r: &Results, path: &Path) {
             ("sans-serif", 24),
         )
         .margin(10)
-        .x_label_area_size(90)
+        .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d(0f64..groups.len() as f64, 0f64..max * 1.05)
+        .build_cartesian_2d(-0.5f64..groups.len() as f64 - 0.5, 0f64..max * 1.05)
         .unwrap();
     chart
         .configure_mesh()
         .disable_x_mesh()
         .x_labels(groups.len())
         .x_label_formatter(&|x| {
-            groups
-                .get(*x as usize)
-                .map_or(String::new(), |(w, op)| format!("{w} {op}"))
+            let i = x.round();
+            if (x - i).abs() > 0.01 || i < 0.0 {
+                return String::new();
+            }
+            let short = |w: &str| w.split('_').next().unwrap_or(w).replace("embedding", "emb");
+            groups.get(i as usize).map_or(String::new(), |(w, op)| {
+                format!("{} {}", short(w), op.replace("get_hot", "hot"))
+            })
         })
-        .x_label_style(
-            ("sans-serif", 11)
-                .into_font()
-                .transform(FontTransform::Rotate90),
-        )
+        .x_label_style(("sans-serif", 14).into_font())
         .y_desc("µs")
         .draw()
         .unwrap();
@@ -586,7 +605,7 @@ fn chart(r: &Results, path: &Path) {
         let bars = groups.iter().enumerate().filter_map(|(gi, (w, op))| {
             r.get(&(sys.to_string(), w.to_string(), op.to_string()))
                 .map(|v| {
-                    let x0 = gi as f64 + 0.1 + si as f64 * 0.2;
+                    let x0 = gi as f64 - 0.4 + si as f64 * 0.2;
                     Rectangle::new([(x0, 0.0), (x0 + 0.18, v / 1e3)], colors[si].filled())
                 })
         });
