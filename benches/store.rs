@@ -284,5 +284,61 @@ fn inline_threshold(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, get_4k, put_4k, get_1m, put_1m, inline_threshold);
+criterion_group!(
+    benches,
+    get_4k,
+    put_4k,
+    get_1m,
+    put_1m,
+    inline_threshold,
+    hot_tier
+);
 criterion_main!(benches);
+
+/// Should the sled hot tier be on by default? A get after a restart (empty
+/// L1) of 4 KiB odds JSON: from the disk tier vs from the sled tier.
+fn hot_tier(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let values: Vec<Vec<u8>> = (0..1000).map(|i| odds_json(i, 4096)).collect();
+    let open_tier = |root: &Path, tier: bool| {
+        let mut c = Config::default();
+        c.cache.root = root.to_path_buf();
+        c.cache.memory_size.0 = 0; // every get misses L1, as after a restart
+        c.cache.hot_tier = tier;
+        Cache::with_config(c).unwrap()
+    };
+    let root = dir.path().join("fc");
+    {
+        let w = open_tier(&root, true);
+        for (i, v) in values.iter().enumerate() {
+            w.put(
+                &format!("odds:g{i}:1"),
+                v,
+                Put::default().ttl(std::time::Duration::from_secs(86_400)),
+            )
+            .unwrap();
+        }
+        for i in 0..values.len() {
+            w.get(&format!("odds:g{i}:1")).unwrap(); // fills the tier
+        }
+    }
+    let mut g = c.benchmark_group("hot_tier_get_4k");
+    let mut i = 0usize;
+    let tiered = open_tier(&root, true);
+    assert!(tiered.hot_tier_active());
+    g.bench_function("sled_tier", |b| {
+        b.iter(|| {
+            i = (i + 1) % 1000;
+            black_box(tiered.get(&format!("odds:g{i}:1")).unwrap())
+        })
+    });
+    drop(tiered);
+    let plain = open_tier(&root, false);
+    g.bench_function("disk_tier", |b| {
+        b.iter(|| {
+            i = (i + 1) % 1000;
+            black_box(plain.get(&format!("odds:g{i}:1")).unwrap())
+        })
+    });
+    g.finish();
+}
