@@ -242,7 +242,8 @@ impl CacheBuilder {
             index: Index::open(&root, c.fsync)?,
             files: BlobFiles::new(&root, c.fsync)?,
             inline_max: c.inline_max.0,
-            max_blob: c.max_value_size.0.max(crate::store::MIN_BLOB_CAP),
+            max_blob: crate::store::MAX_BLOB_BYTES,
+            unlinks: Default::default(),
             zstd_level: c.zstd_level,
         };
         let hot = crate::hot::HotMap::new(&store.index, c.fsync, 1 << 20)?;
@@ -614,7 +615,7 @@ impl Cache {
         let pattern = Pattern::new(pattern)?;
         let (lo, hi) = pattern.range();
         let store = &self.inner.store;
-        store.index.write(|tx| {
+        store.write(|tx| {
             let rows = index::range(tx, &lo, hi.as_deref()).map_err(|e| store.index.wrap(e))?;
             let keys: Vec<String> = rows
                 .into_iter()

@@ -325,6 +325,9 @@ impl Config {
         if c.max_size.0 == 0 {
             return err("cache.max_size", "must be greater than zero");
         }
+        if c.max_value_size.0 > crate::store::MAX_BLOB_BYTES {
+            return err("cache.max_value_size", "must be at most 4GiB");
+        }
         if c.access_flush.0.is_zero() {
             return err("cache.access_flush", "must be greater than zero");
         }

@@ -226,7 +226,7 @@ impl Cache {
             // Each transaction deletes for up to TXN_BUDGET, then commits so
             // other writers get in; within it, pages touched by many deletes
             // are written to the WAL once (random LRU deletes touch most pages).
-            let (done, removed, expired) = idx.write(|tx| {
+            let (done, removed, expired) = store.write(|tx| {
                 let started = Instant::now();
                 let (mut removed, mut expired, mut freed_total) = (0u64, 0u64, 0u64);
                 let mut size = index::disk_bytes(tx).map_err(w)?;
@@ -499,24 +499,63 @@ impl Cache {
 
         if repair && !report.is_clean() {
             let now = self.now();
-            for (id, hash, stored) in bad {
-                let keys = idx.write(|tx| {
-                    let keys = index::keys_of_blob(tx, id).map_err(w)?;
-                    if let Some(b) = &stored {
-                        store.files.quarantine(&hash, Some(b), now)?;
-                        store.files.remove(&hash)?;
+            for (id, hash, _) in bad {
+                // Re-checked inside the write lock: the scan ran outside any
+                // transaction, so the blob may have been released, healed or
+                // its id reused since.
+                let keys = store.write(|tx| {
+                    let row: Option<(Vec<u8>, u64, u64, i64, Option<Vec<u8>>)> = tx
+                        .query_row(
+                            "SELECT hash, size, stored_size, codec, data FROM blobs WHERE id = ?1",
+                            [id],
+                            |r| {
+                                Ok((
+                                    r.get(0)?,
+                                    r.get::<_, i64>(1)? as u64,
+                                    r.get::<_, i64>(2)? as u64,
+                                    r.get(3)?,
+                                    r.get(4)?,
+                                ))
+                            },
+                        )
+                        .optional()
+                        .map_err(w)?;
+                    let Some((h, size, stored_size, codec, inline)) = row else {
+                        return Ok(Vec::new());
+                    };
+                    if h != hash.0 {
+                        return Ok(Vec::new());
                     }
+                    let bytes = match inline {
+                        Some(b) => Some(b),
+                        None => store.files.read(&hash, stored_size)?,
+                    };
+                    let still_bad = match (&bytes, codec::Codec::from_i64(codec)) {
+                        (Some(b), Some(c)) => {
+                            b.len() as u64 != stored_size
+                                || codec::decode(c, b, size, &hash).is_none()
+                        }
+                        _ => true,
+                    };
+                    if !still_bad {
+                        return Ok(Vec::new());
+                    }
+                    if let Some(b) = &bytes {
+                        store.files.quarantine(&hash, Some(b), now)?;
+                    }
+                    let keys = index::keys_of_blob(tx, id).map_err(w)?;
                     for k in &keys {
                         index::delete_entry(tx, k).map_err(w)?;
                     }
                     tx.execute("DELETE FROM blobs WHERE id = ?1", [id])
                         .map_err(w)?;
+                    store.defer_unlink(hash);
                     index::bump(tx, crate::store::CORRUPT_BLOBS, 1).map_err(w)?;
                     Ok(keys)
                 })?;
                 report.keys_dropped.extend(keys);
             }
-            idx.write(|tx| {
+            store.write(|tx| {
                 for key in &dangling {
                     index::delete_entry(tx, key).map_err(w)?;
                 }
@@ -533,7 +572,7 @@ impl Cache {
                 tx.execute("DELETE FROM blobs WHERE refs = 0", []).map_err(w)?;
                 for (h, is_file) in unreferenced {
                     if let (true, Some(d)) = (is_file, Digest::from_slice(&h)) {
-                        store.files.remove(&d)?;
+                        store.defer_unlink(d);
                     }
                 }
                 let t = actual_totals(tx).map_err(w)?;

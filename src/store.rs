@@ -21,9 +21,11 @@ use crate::clock::Millis;
 use crate::error::Result;
 use crate::index::{self, totals, Found, Index, NewEntry, Row};
 
-/// The global cap on a blob's size at read time never goes below this,
-/// so lowering `max_value_size` cannot turn stored values into "corrupt" ones.
-pub const MIN_BLOB_CAP: u64 = 256 << 20;
+/// No blob is larger than this (`cache.max_value_size` is validated against
+/// it), so a row claiming more is damaged and is never allocated for. A
+/// fixed bound, not the config's: a process with a lower `max_value_size`
+/// must not mistake another process's legitimate large value for corruption.
+pub const MAX_BLOB_BYTES: u64 = 4 << 30;
 
 /// Counter name for blobs that failed verification.
 pub const CORRUPT_BLOBS: &str = "corrupt_blobs";
@@ -38,6 +40,9 @@ pub struct Store {
     /// Rows claiming more bytes than this are treated as corrupt before
     /// anything is allocated (a damaged size field must not balloon memory).
     pub max_blob: u64,
+    /// Files of blobs whose last row went in the running write transaction;
+    /// unlinked only after it commits (see [`Store::write`]).
+    pub unlinks: std::sync::Mutex<Vec<Digest>>,
 }
 
 /// Metadata of a put, besides the key and bytes.
@@ -114,6 +119,8 @@ pub(crate) enum Outcome {
 struct Encoded {
     codec: Codec,
     bytes: Vec<u8>,
+    /// This call created the blob's file (it was not there before).
+    file_is_ours: bool,
 }
 
 impl Store {
@@ -163,13 +170,15 @@ impl Store {
                 encoded.push(None);
                 continue;
             }
-            let e = self.encode(it.value);
+            let mut e = self.encode(it.value);
             if self.is_file(&e) {
-                self.files.write(&it.hash, &e.bytes)?;
+                // Never replaces a file: it may be another process's
+                // encoding of the same content, named by a committed row.
+                e.file_is_ours = self.files.write_new(&it.hash, &e.bytes)?;
             }
             encoded.push(Some(e));
         }
-        self.index.write(|tx| {
+        self.write(|tx| {
             items
                 .iter()
                 .zip(encoded.iter_mut())
@@ -207,7 +216,10 @@ impl Store {
             None => {
                 let e = encoded.get_or_insert_with(|| self.encode(value));
                 let is_file = e.bytes.len() as u64 > self.inline_max;
-                if is_file && !self.files.exists(hash) {
+                // No row names this hash and we hold the write lock: unless
+                // the file is the one we just created, (re)write our own
+                // encoding, so the row we insert describes the file exactly.
+                if is_file && !(e.file_is_ours && self.files.exists(hash)) {
                     self.files.write(hash, &e.bytes)?;
                 }
                 out.stored_size = e.bytes.len() as u64;
@@ -263,7 +275,7 @@ impl Store {
     /// # Errors
     /// [`Error::Index`] or [`Error::Io`]; nothing is removed then.
     pub fn delete(&self, keys: &[String]) -> Result<usize> {
-        self.index.write(|tx| self.delete_in(tx, keys))
+        self.write(|tx| self.delete_in(tx, keys))
     }
 
     /// Deletes entries inside an open write transaction; returns how many existed.
@@ -294,7 +306,7 @@ impl Store {
                 if u.refs <= 0 {
                     index::delete_blob(tx, blob_id).map_err(w)?;
                     if u.is_file {
-                        self.files.remove(&u.hash)?;
+                        self.defer_unlink(u.hash);
                         d.files -= u.stored_size as i64;
                     }
                     d.stored -= u.stored_size as i64;
@@ -317,7 +329,7 @@ impl Store {
         match index::release(tx, blob_id).map_err(|e| self.index.wrap(e))? {
             Some(freed) => {
                 if freed.is_file {
-                    self.files.remove(&freed.hash)?;
+                    self.defer_unlink(freed.hash);
                     d.files -= freed.stored_size as i64;
                 }
                 d.stored -= freed.stored_size as i64;
@@ -435,7 +447,7 @@ impl Store {
     /// # Errors
     /// [`Error::Index`] or [`Error::Io`].
     pub fn quarantine(&self, row: &Row, stored: Option<&[u8]>, now: Millis) -> Result<Vec<String>> {
-        let keys = self.index.write(|tx| {
+        let keys = self.write(|tx| {
             let w = |e| self.index.wrap(e);
             // Only if the blob is still the one we read (not replaced meanwhile).
             match index::find_blob(tx, &row.hash).map_err(w)? {
@@ -458,9 +470,55 @@ impl Store {
         Ok(keys)
     }
 
+    /// A write transaction of the disk tier. Blob files freed inside it are
+    /// unlinked only after it commits, each inside a second write
+    /// transaction that sees no row for it (the GC rule): a transaction that
+    /// rolls back — a full disk at COMMIT, a later failing item, a killed
+    /// process — never leaves rows pointing at unlinked files.
+    pub(crate) fn write<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let out = self.index.write(f);
+        let freed = std::mem::take(&mut *self.unlinks.lock().unwrap_or_else(|p| p.into_inner()));
+        if out.is_ok() && !freed.is_empty() {
+            self.unlink_unreferenced(&freed)?;
+        }
+        out
+    }
+
+    /// Unlinks the files of `hashes` that no row names (inside a write
+    /// transaction, so no writer can re-reference one meanwhile).
+    pub(crate) fn unlink_unreferenced(&self, hashes: &[Digest]) -> Result<u64> {
+        self.index.write(|tx| {
+            let mut n = 0;
+            for h in hashes {
+                if index::find_blob(tx, h)
+                    .map_err(|e| self.index.wrap(e))?
+                    .is_none()
+                {
+                    self.files.remove(h)?;
+                    n += 1;
+                }
+            }
+            Ok(n)
+        })
+    }
+
+    pub(crate) fn defer_unlink(&self, hash: Digest) {
+        self.unlinks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(hash);
+    }
+
     fn encode(&self, value: &[u8]) -> Encoded {
         let (codec, bytes) = codec::encode(value, self.zstd_level);
-        Encoded { codec, bytes }
+        Encoded {
+            codec,
+            bytes,
+            file_is_ours: false,
+        }
     }
 
     fn is_file(&self, e: &Encoded) -> bool {

@@ -586,3 +586,36 @@ fn a_row_claiming_a_huge_size_is_corrupt_not_an_allocation() {
     assert_eq!(fresh.stats().unwrap().corrupt_blobs, 2);
     drop(cache);
 }
+
+#[test]
+fn a_blob_file_is_never_replaced_before_the_write_lock_is_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = freshcache::blob::files::BlobFiles::new(dir.path(), false).unwrap();
+    let d = freshcache::Digest::of(b"content");
+    assert!(files.write_new(&d, b"encoding one").unwrap());
+    assert!(
+        !files.write_new(&d, b"encoding two").unwrap(),
+        "another process's file stays"
+    );
+    assert_eq!(files.read(&d, 100).unwrap().unwrap(), b"encoding one");
+}
+
+#[test]
+fn a_stray_file_at_a_new_blobs_path_is_rewritten_under_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, _) = open_with(dir.path(), |c| c.cache.inline_max.0 = 1024);
+    let v = odds_json(7, 50_000);
+    // Another process's encoding (or garbage) already sits at the path, with no row.
+    let hex = freshcache::Digest::of(&v).to_hex();
+    let shard = dir.path().join("blobs-v1").join(&hex[..2]);
+    std::fs::create_dir_all(&shard).unwrap();
+    std::fs::write(
+        shard.join(&hex[2..]),
+        b"a different encoding of the same content",
+    )
+    .unwrap();
+    cache.put("k:1", &v, Put::default()).unwrap();
+    let (fresh, _) = open_with(dir.path(), |c| c.cache.inline_max.0 = 1024);
+    assert_eq!(fresh.get("k:1").unwrap().unwrap(), v);
+    assert!(fresh.verify(false, None).unwrap().is_clean());
+}

@@ -79,6 +79,45 @@ impl BlobFiles {
         result
     }
 
+    /// Writes `stored` as the file for `d` only if there is none yet (temp
+    /// file, then a hard link, which fails rather than replace). Returns
+    /// whether this call created it.
+    ///
+    /// # Errors
+    /// [`Error::Io`] with the path; nothing is left in place.
+    pub fn write_new(&self, d: &Digest, stored: &[u8]) -> Result<bool> {
+        let target = self.path(d);
+        if target.exists() {
+            return Ok(false);
+        }
+        let shard = target.parent().expect("blob path has a shard dir");
+        if !shard.is_dir() {
+            mkdir(shard)?;
+        }
+        let tmp = self.temp_path(&d.to_hex()[..16]);
+        let result = (|| {
+            let mut f = create_exclusive(&tmp)?;
+            f.write_all(stored).map_err(|e| Error::io(&tmp, e))?;
+            if self.fsync {
+                f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+            }
+            match fs::hard_link(&tmp, &target) {
+                Ok(()) => {
+                    if self.fsync {
+                        File::open(shard)
+                            .and_then(|d| d.sync_all())
+                            .map_err(|e| Error::io(shard, e))?;
+                    }
+                    Ok(true)
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(Error::io(&target, e)),
+            }
+        })();
+        let _ = fs::remove_file(&tmp);
+        result
+    }
+
     /// Reads a blob's stored bytes; `Ok(None)` if the file does not exist.
     ///
     /// # Errors
