@@ -655,6 +655,22 @@ impl Cache {
     /// # Errors
     /// [`Error::InvalidKey`], [`Error::UnknownClass`] or a storage error.
     pub fn refresh(&self, key: &str, ttl: Option<Duration>, opts: &Put) -> Result<bool> {
+        self.refresh_if(key, None, ttl, opts)
+    }
+
+    /// [`Cache::refresh`], but only if `key` still holds the content named
+    /// `expected` (what a conditional request asked about). False if the key
+    /// is gone or now holds other content.
+    ///
+    /// # Errors
+    /// As [`Cache::refresh`].
+    pub fn refresh_if(
+        &self,
+        key: &str,
+        expected: Option<&Digest>,
+        ttl: Option<Duration>,
+        opts: &Put,
+    ) -> Result<bool> {
         let key = Key::new(key)?;
         let (_, ttl) = self
             .classes()
@@ -662,16 +678,15 @@ impl Cache {
         let now = self.now();
         let store = &self.inner.store;
         let refreshed = store.index.write(|tx| {
-            index::refresh_entry(
-                tx,
-                key.as_str(),
+            let r = index::Refresh {
                 now,
-                policy::expiry(now, ttl),
-                opts.etag.as_deref(),
-                opts.last_modified.as_deref(),
-                opts.headers.as_deref(),
-            )
-            .map_err(|e| store.index.wrap(e))
+                expires_at: policy::expiry(now, ttl),
+                etag: opts.etag.as_deref(),
+                last_modified: opts.last_modified.as_deref(),
+                headers: opts.headers.as_deref(),
+                expected,
+            };
+            index::refresh_entry(tx, key.as_str(), &r).map_err(|e| store.index.wrap(e))
         })?;
         if let (true, Some(r)) = (refreshed, &self.inner.redis) {
             r.write_back(self, key.as_str());

@@ -504,7 +504,7 @@ impl Cache {
                 // transaction, so the blob may have been released, healed or
                 // its id reused since.
                 let keys = store.write(|tx| {
-                    let row: Option<(Vec<u8>, u64, u64, i64, Option<Vec<u8>>)> = tx
+                    let row: Option<BlobRow> = tx
                         .query_row(
                             "SELECT hash, size, stored_size, codec, data FROM blobs WHERE id = ?1",
                             [id],
@@ -587,6 +587,9 @@ impl Cache {
         Ok(report)
     }
 }
+
+/// hash, size, stored_size, codec, inline data.
+type BlobRow = (Vec<u8>, u64, u64, i64, Option<Vec<u8>>);
 
 /// The true values of the running totals, computed by scanning.
 fn actual_totals(c: &rusqlite::Connection) -> rusqlite::Result<HashMap<&'static str, i64>> {

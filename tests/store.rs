@@ -619,3 +619,28 @@ fn a_stray_file_at_a_new_blobs_path_is_rewritten_under_the_lock() {
     assert_eq!(fresh.get("k:1").unwrap().unwrap(), v);
     assert!(fresh.verify(false, None).unwrap().is_clean());
 }
+
+#[test]
+fn a_conditional_refresh_never_vouches_for_content_it_did_not_ask_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, clock) = open(dir.path());
+    let a = cache
+        .put("news:r:1", b"version a", Put::default().etag("\"a\""))
+        .unwrap()
+        .hash;
+    cache.put("news:r:1", b"version b", Put::default()).unwrap(); // another writer, meanwhile
+    clock.advance(Duration::from_secs(3601));
+    assert!(!cache
+        .refresh_if("news:r:1", Some(&a), None, &Put::default().etag("\"a\""))
+        .unwrap());
+    assert_eq!(
+        cache.get("news:r:1").unwrap(),
+        None,
+        "b was not made fresh by a's 304"
+    );
+    let b = cache.stat("news:r:1").unwrap().unwrap().hash;
+    assert!(cache
+        .refresh_if("news:r:1", Some(&b), None, &Put::default())
+        .unwrap());
+    assert_eq!(&cache.get("news:r:1").unwrap().unwrap()[..], b"version b");
+}

@@ -72,7 +72,15 @@ pub fn decode(codec: Codec, stored: &[u8], size: u64, expected: &Digest) -> Opti
     let size = usize::try_from(size).ok()?;
     let bytes = match codec {
         Codec::Raw => stored.to_vec(),
-        Codec::Zstd => decompress(stored, size)?,
+        Codec::Zstd => {
+            // The frame header must declare exactly the claimed size before
+            // anything of that size is allocated.
+            match zstd::zstd_safe::get_frame_content_size(stored) {
+                Ok(Some(n)) if n == size as u64 => {}
+                _ => return None,
+            }
+            decompress(stored, size)?
+        }
     };
     (bytes.len() == size && verify(&bytes, expected)).then_some(bytes)
 }

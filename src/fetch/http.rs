@@ -215,11 +215,12 @@ impl Fetcher {
             }
             if status == StatusCode::NOT_MODIFIED || status.is_success() {
                 let headers = resp.headers().clone();
-                let body = match resp.bytes().await {
+                let max = self.cache.config().cache.max_value_size.0;
+                let body = match read_capped(resp, max).await {
                     Ok(b) => b,
-                    Err(e) => {
+                    Err((reason, transient)) => {
                         self.cache.count(names::upstream("error"), 1);
-                        return Err(Failure::new(&url, describe(&e), true));
+                        return Err(Failure::new(&url, reason, transient));
                     }
                 };
                 self.cache.count(names::upstream(status.as_str()), 1);
@@ -238,6 +239,34 @@ impl Fetcher {
             return Err(Failure::new(&url, format!("HTTP {status}"), false));
         }
     }
+}
+
+/// Reads a body, refusing more than `max` bytes (announced or streamed):
+/// an upstream that lies or floods must not fill memory before the put
+/// would refuse the value anyway.
+/// The error says whether the failure is transient (a broken connection)
+/// or not (too large).
+async fn read_capped(
+    mut resp: reqwest::Response,
+    max: u64,
+) -> Result<bytes::Bytes, (String, bool)> {
+    let too_large = || {
+        (
+            format!("body larger than cache.max_value_size ({max} bytes)"),
+            false,
+        )
+    };
+    if resp.content_length().is_some_and(|n| n > max) {
+        return Err(too_large());
+    }
+    let mut buf = bytes::BytesMut::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| (describe(&e), true))? {
+        if buf.len() as u64 + chunk.len() as u64 > max {
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
 }
 
 #[cfg(test)]

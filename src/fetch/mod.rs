@@ -323,8 +323,12 @@ impl Fetcher {
             headers: Some(freshness::to_json(&headers)),
         };
         let now = self.cache.now();
-        if !self.cache.refresh(key, Some(ttl), &put)? {
-            // Removed while we asked; the bytes we hold are still current.
+        if !self
+            .cache
+            .refresh_if(key, Some(&entry.meta.hash), Some(ttl), &put)?
+        {
+            // Removed or replaced while we asked: the 304 vouches for the
+            // bytes we asked about, so those are stored as current.
             self.cache.put(key, &entry.value, put)?;
         }
         Ok(FetchOutcome {

@@ -573,6 +573,15 @@ pub fn last_change(c: &Connection) -> rusqlite::Result<i64> {
 /// reaches back to `seq` (false: trimmed meanwhile, the caller must forget
 /// everything).
 pub fn changes_since(c: &Connection, seq: i64) -> rusqlite::Result<(Vec<String>, i64, bool)> {
+    // One snapshot for both statements: a trim between them would make a
+    // truncated log look complete.
+    c.prepare_cached("BEGIN DEFERRED")?.execute([])?;
+    let out = changes_in_snapshot(c, seq);
+    c.prepare_cached("COMMIT")?.execute([])?;
+    out
+}
+
+fn changes_in_snapshot(c: &Connection, seq: i64) -> rusqlite::Result<(Vec<String>, i64, bool)> {
     let oldest: Option<i64> = c
         .prepare_cached("SELECT MIN(seq) FROM changes")?
         .query_row([], |r| r.get(0))?;
@@ -614,26 +623,40 @@ pub fn record_hits(c: &Connection, key: &str, hits: u64) -> rusqlite::Result<()>
 
 /// Updates expiry, validators and headers of an entry without touching its
 /// blob; `created_at` moves to `now` (the content was confirmed current).
-pub fn refresh_entry(
-    c: &Connection,
-    key: &str,
-    now: Millis,
-    expires_at: Millis,
-    etag: Option<&str>,
-    last_modified: Option<&str>,
-    headers: Option<&str>,
-) -> rusqlite::Result<bool> {
-    let found = c
-        .prepare_cached(
+pub fn refresh_entry(c: &Connection, key: &str, r: &Refresh<'_>) -> rusqlite::Result<bool> {
+    // With `expected`, only if the key still holds that content: a 304 for
+    // what we asked about must not vouch for what another writer put since.
+    let found =
+        c.prepare_cached(
             "UPDATE entries SET created_at = ?2, expires_at = ?3, etag = ?4, last_modified = ?5, \
-             headers = ?6 WHERE key = ?1",
+             headers = ?6 WHERE key = ?1 \
+             AND (?7 IS NULL OR blob_id = (SELECT id FROM blobs WHERE hash = ?7))",
         )?
-        .execute(params![key, now, expires_at, etag, last_modified, headers])?
-        > 0;
+        .execute(params![
+            key,
+            r.now,
+            r.expires_at,
+            r.etag,
+            r.last_modified,
+            r.headers,
+            r.expected.map(|d| &d.0[..])
+        ])? > 0;
     if found {
         log_change(c, key)?;
     }
     Ok(found)
+}
+
+/// The new metadata of a refreshed (revalidated) entry.
+#[derive(Debug, Clone, Copy)]
+pub struct Refresh<'a> {
+    pub now: Millis,
+    pub expires_at: Millis,
+    pub etag: Option<&'a str>,
+    pub last_modified: Option<&'a str>,
+    pub headers: Option<&'a str>,
+    /// Refresh only if the key still holds this content.
+    pub expected: Option<&'a Digest>,
 }
 
 /// Keys that reference a blob.

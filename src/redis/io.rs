@@ -97,6 +97,10 @@ impl RedisTier {
                 return None;
             }
             let hash = rec.digest()?;
+            // A damaged or hostile record must not make us allocate what it claims.
+            if rec.size > crate::store::MAX_BLOB_BYTES {
+                return None;
+            }
             let value = match rec.body {
                 Body::Inline => crate::blob::codec::verify(&inline, &hash).then_some(inline)?,
                 Body::Blob => codec::decode_blob(&blob?, rec.size, &hash)?,

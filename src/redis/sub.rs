@@ -107,12 +107,14 @@ async fn session(core: &Arc<Core>, backoff: &mut Duration) -> RedisResult<()> {
             continue;
         };
         let Some(id) = parse_id(id) else { continue };
+        // Every live message is applied, even one with a lower id than the
+        // last seen: XADD and PUBLISH are separate commands, so two
+        // publishers' messages can arrive out of id order, and dropping one
+        // would keep its keys alive here. Applying twice is harmless; the
+        // id only advances the replay point.
         {
             let mut last = lock(&core.sub.last);
-            if last.is_some_and(|l| l >= id) {
-                continue; // already applied by a replay
-            }
-            *last = Some(id);
+            *last = Some(last.map_or(id, |l| l.max(id)));
         }
         apply(core, origin, pattern).await;
     }

@@ -200,6 +200,28 @@ async fn a_body_cut_short_is_an_error_and_keeps_the_old_copy() {
 }
 
 #[tokio::test]
+async fn a_body_larger_than_the_value_limit_is_refused_while_streaming() {
+    // No Content-Length: the size is only known by reading.
+    let mut response = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n".to_vec();
+    response.extend(std::iter::repeat_n(b'x', 5000));
+    let addr = raw_origin(Box::leak(response.into_boxed_slice())).await;
+    let (_d, cache, _clock) = cache();
+    let mut config = (*cache.config()).clone();
+    config.cache.max_value_size.0 = 1000;
+    cache.set_config(config);
+    cache
+        .put("api:big", b"previous", freshcache::Put::default())
+        .unwrap();
+    let url = format!("http://{addr}/big");
+    let err = fetcher(&cache)
+        .fetch(&url, "api:big", &revalidate())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("max_value_size"), "{err}");
+    assert_eq!(cache.get("api:big").unwrap().unwrap(), "previous");
+}
+
+#[tokio::test]
 async fn stale_copy_only_when_asked_and_marked_stale() {
     let o = Origin::start(|_, n| match n {
         1 => reply(200, &[("cache-control", "max-age=5")], "v1"),
