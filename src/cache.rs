@@ -138,7 +138,10 @@ fn ser_hex<S: serde::Serializer>(d: &Digest, s: S) -> std::result::Result<S::Ok,
     s.serialize_str(&d.to_hex())
 }
 
-fn ser_time<S: serde::Serializer>(t: &Millis, s: S) -> std::result::Result<S::Ok, S::Error> {
+pub(crate) fn ser_time<S: serde::Serializer>(
+    t: &Millis,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
     s.serialize_str(&crate::clock::rfc3339(*t))
 }
 
@@ -592,9 +595,7 @@ impl Cache {
     /// [`Error::InvalidKey`] or a storage error.
     pub fn delete(&self, key: &str) -> Result<bool> {
         let key = Key::new(key)?;
-        if let Some(r) = &self.inner.redis {
-            r.invalidate(&Pattern::new(key.as_str())?);
-        }
+        self.invalidate_shared(&Pattern::new(key.as_str())?);
         Ok(self.inner.store.delete(&[key.as_str().to_owned()])? > 0)
     }
 
@@ -603,10 +604,21 @@ impl Cache {
     /// # Errors
     /// [`Error::InvalidPattern`] or a storage error (nothing removed then).
     pub fn invalidate(&self, pattern: &str) -> Result<usize> {
-        if let Some(r) = &self.inner.redis {
-            r.invalidate(&Pattern::new(pattern)?);
-        }
+        self.invalidate_shared(&Pattern::new(pattern)?);
         self.invalidate_local(pattern)
+    }
+
+    /// Removes matches from Redis and tells the other instances. When Redis
+    /// is unreachable the invalidation stays local: it is logged and counted
+    /// (`redis|invalidations_not_shared`), because other instances and a
+    /// later read-through may still serve those keys until they expire.
+    fn invalidate_shared(&self, pattern: &Pattern) {
+        if let Some(r) = &self.inner.redis {
+            if r.invalidate(pattern).is_none() {
+                tracing::warn!(%pattern, "redis unreachable: invalidation not shared with other instances");
+                self.count(crate::stats::names::redis("invalidations_not_shared"), 1);
+            }
+        }
     }
 
     /// [`Cache::invalidate`] on this root's tiers only (remote invalidations

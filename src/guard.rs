@@ -43,13 +43,9 @@ pub struct Signal {
 /// Every requested signal, fresh as of `at`.
 #[derive(Debug, Clone, Serialize)]
 pub struct FreshSet {
-    #[serde(serialize_with = "ser_time")]
+    #[serde(serialize_with = "crate::cache::ser_time")]
     pub at: Millis,
     pub signals: Vec<Signal>,
-}
-
-fn ser_time<S: serde::Serializer>(t: &Millis, s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.serialize_str(&crate::clock::rfc3339(*t))
 }
 
 impl FreshSet {

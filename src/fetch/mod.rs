@@ -24,7 +24,7 @@ mod builder;
 pub mod feeds;
 pub mod freshness;
 mod http;
-mod limit;
+pub(crate) mod limit;
 pub(crate) mod singleflight;
 
 use std::sync::Arc;

@@ -94,7 +94,7 @@ impl RedisTier {
             Some((wait, used)) if wait < 0 => Err(Error::QuotaExceeded {
                 used,
                 limit: quota.count,
-                period: period_name(quota.per),
+                period: crate::fetch::limit::period_name(quota.per),
             }),
             Some((wait, used)) => Ok(Some((Duration::from_millis(wait as u64), used))),
         }
@@ -149,17 +149,5 @@ impl RedisTier {
                 Admission::Global { used, waited: wait }
             }
         })
-    }
-}
-
-/// A human name for a quota period (`month` for 30 days).
-fn period_name(per: Duration) -> String {
-    match per.as_secs() {
-        1 => "second".into(),
-        60 => "minute".into(),
-        3600 => "hour".into(),
-        86_400 => "day".into(),
-        2_592_000 => "month".into(),
-        _ => humantime::format_duration(per).to_string(),
     }
 }
