@@ -475,7 +475,15 @@ fn run_daemon(
     config_path: Option<PathBuf>,
     listen: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<()> {
+    // Storage calls inside the fetcher are synchronous (microseconds, but a
+    // write may wait for another process's eviction transaction): more
+    // workers than cores keep /healthz and /metrics answering meanwhile.
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .max(2)
+        * 2;
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
