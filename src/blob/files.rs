@@ -53,30 +53,8 @@ impl BlobFiles {
     /// # Errors
     /// [`Error::Io`] with the path (e.g. a full disk); nothing is left in place.
     pub fn write(&self, d: &Digest, stored: &[u8]) -> Result<()> {
-        let target = self.path(d);
-        let shard = target.parent().expect("blob path has a shard dir");
-        if !shard.is_dir() {
-            mkdir(shard)?;
-        }
-        let tmp = self.temp_path(&d.to_hex()[..16]);
-        let result = (|| {
-            let mut f = create_exclusive(&tmp)?;
-            f.write_all(stored).map_err(|e| Error::io(&tmp, e))?;
-            if self.fsync {
-                f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-            }
-            fs::rename(&tmp, &target).map_err(|e| Error::io(&target, e))?;
-            if self.fsync {
-                File::open(shard)
-                    .and_then(|d| d.sync_all())
-                    .map_err(|e| Error::io(shard, e))?;
-            }
-            Ok(())
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result
+        self.place(d, stored, |tmp, target| fs::rename(tmp, target))
+            .map(|_| ())
     }
 
     /// Writes `stored` as the file for `d` only if there is none yet (temp
@@ -86,10 +64,22 @@ impl BlobFiles {
     /// # Errors
     /// [`Error::Io`] with the path; nothing is left in place.
     pub fn write_new(&self, d: &Digest, stored: &[u8]) -> Result<bool> {
-        let target = self.path(d);
-        if target.exists() {
+        if self.path(d).exists() {
             return Ok(false);
         }
+        self.place(d, stored, |tmp, target| fs::hard_link(tmp, target))
+    }
+
+    /// Writes a temp file (exclusive, optional fsync) and moves it into place
+    /// with `link`; an `AlreadyExists` from `link` means "someone else's file
+    /// is there" (`Ok(false)`). The temp file never survives.
+    fn place(
+        &self,
+        d: &Digest,
+        stored: &[u8],
+        link: impl FnOnce(&Path, &Path) -> std::io::Result<()>,
+    ) -> Result<bool> {
+        let target = self.path(d);
         let shard = target.parent().expect("blob path has a shard dir");
         if !shard.is_dir() {
             mkdir(shard)?;
@@ -101,19 +91,19 @@ impl BlobFiles {
             if self.fsync {
                 f.sync_all().map_err(|e| Error::io(&tmp, e))?;
             }
-            match fs::hard_link(&tmp, &target) {
-                Ok(()) => {
-                    if self.fsync {
-                        File::open(shard)
-                            .and_then(|d| d.sync_all())
-                            .map_err(|e| Error::io(shard, e))?;
-                    }
-                    Ok(true)
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-                Err(e) => Err(Error::io(&target, e)),
+            match link(&tmp, &target) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+                Err(e) => return Err(Error::io(&target, e)),
             }
+            if self.fsync {
+                File::open(shard)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| Error::io(shard, e))?;
+            }
+            Ok(true)
         })();
+        // After a rename the temp path is gone; after a link or a failure it is not.
         let _ = fs::remove_file(&tmp);
         result
     }
