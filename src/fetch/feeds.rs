@@ -28,6 +28,9 @@ pub struct FeedReport {
     pub body_bytes: u64,
     /// Articles written (0 after a 304: nothing was re-parsed).
     pub articles: usize,
+    /// Articles a 304 confirmed current (their expiry renewed, no parsing).
+    #[serde(default)]
+    pub confirmed: usize,
     /// Why the feed failed.
     pub error: Option<String>,
     /// The CLI exit code of the failure (5 for upstream and feed errors).
@@ -119,19 +122,70 @@ pub fn parse(source: &str, body: &[u8]) -> Result<Vec<Article>> {
         .collect())
 }
 
-/// Stores articles under `news:<source>:<id>`; returns how many.
+/// Stores articles under `news:<source>:<id>`, with the list of their keys
+/// (`feeds:<source>:articles`), in one transaction; returns how many.
 ///
 /// # Errors
-/// Storage errors, [`Error::UnknownClass`].
+/// Storage errors, [`Error::UnknownClass`]; nothing is stored then.
 pub fn store(cache: &Cache, articles: &[Article], class: Option<&str>) -> Result<usize> {
-    for a in articles {
-        let put = Put {
-            class: class.map(str::to_owned),
-            ..Put::default()
-        };
-        cache.put_json(&article_key(&a.source, &a.id), a, put)?;
+    let keys: Vec<String> = articles
+        .iter()
+        .map(|a| article_key(&a.source, &a.id))
+        .collect();
+    let bodies = articles
+        .iter()
+        .map(|a| {
+            serde_json::to_vec(a).map_err(|e| Error::Json {
+                key: a.id.clone(),
+                source: e,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let put = Put {
+        class: class.map(str::to_owned),
+        ..Put::default()
+    };
+    let mut items: Vec<(&str, &[u8], Put)> = keys
+        .iter()
+        .zip(&bodies)
+        .map(|(k, b)| (k.as_str(), &b[..], put.clone()))
+        .collect();
+    let list_key = articles.first().map(|a| list_key(&a.source));
+    let list = serde_json::to_vec(&keys).unwrap_or_default();
+    if let Some(k) = &list_key {
+        items.push((k.as_str(), &list[..], Put::default().ttl(LIST_TTL)));
     }
+    cache.put_many(&items)?;
     Ok(articles.len())
+}
+
+/// How long the list of a feed's article keys is kept (it is only read,
+/// stale or not, when a 304 confirms the feed).
+const LIST_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
+
+/// Key of the list of a feed's article keys.
+pub fn list_key(feed: &str) -> String {
+    format!("feeds:{feed}:articles")
+}
+
+/// A 304 says the feed, and so every article in it, is unchanged: renew
+/// the articles' expiry without parsing anything. Returns how many.
+fn confirm(cache: &Cache, feed: &str, class: Option<&str>) -> Result<usize> {
+    let Some(entry) = cache.get_entry(&list_key(feed))? else {
+        return Ok(0);
+    };
+    let keys: Vec<String> = serde_json::from_slice(&entry.value).unwrap_or_default();
+    let put = Put {
+        class: class.map(str::to_owned),
+        ..Put::default()
+    };
+    let mut n = 0;
+    for k in keys {
+        if cache.refresh(&k, None, &put)? {
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 /// Revalidates one feed and stores its articles when it changed.
@@ -146,15 +200,24 @@ pub async fn refresh(fetcher: &Fetcher, feed: &FeedConfig) -> Result<FeedReport>
     };
     let doc = document_key(&feed.name);
     let out = fetcher.fetch(&feed.url, &doc, &opts).await?;
-    let articles = if out.outcome == Outcome::Fetched && !out.shared {
-        let parsed = parse(&feed.name, &out.value).inspect_err(|_| {
-            if let Err(e) = fetcher.cache().delete(&doc) {
-                tracing::warn!(error = %e, feed = %feed.name, "could not drop malformed feed");
+    let cache = fetcher.cache();
+    let (articles, confirmed) = match out.outcome {
+        Outcome::Fetched if !out.shared => {
+            // A feed that cannot be parsed or stored is dropped, so the next
+            // refresh downloads it again instead of answering 304 to nothing.
+            let stored = parse(&feed.name, &out.value)
+                .and_then(|parsed| store(cache, &parsed, feed.class.as_deref()));
+            if stored.is_err() {
+                if let Err(e) = cache.delete(&doc) {
+                    tracing::warn!(error = %e, feed = %feed.name, "could not drop the feed document");
+                }
             }
-        })?;
-        store(fetcher.cache(), &parsed, feed.class.as_deref())?
-    } else {
-        0
+            (stored?, 0)
+        }
+        Outcome::Revalidated if !out.shared => {
+            (0, confirm(cache, &feed.name, feed.class.as_deref())?)
+        }
+        _ => (0, 0),
     };
     Ok(FeedReport {
         name: feed.name.clone(),
@@ -163,6 +226,7 @@ pub async fn refresh(fetcher: &Fetcher, feed: &FeedConfig) -> Result<FeedReport>
         status: out.status,
         body_bytes: out.body_bytes,
         articles,
+        confirmed,
         error: None,
         exit_code: None,
     })
@@ -182,6 +246,7 @@ pub async fn refresh_all(fetcher: &Fetcher, feeds: &[FeedConfig]) -> Vec<FeedRep
                 status: None,
                 body_bytes: 0,
                 articles: 0,
+                confirmed: 0,
                 error: Some(format!("{e}")),
                 exit_code: Some(e.exit_code()),
             },

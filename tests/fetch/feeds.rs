@@ -110,3 +110,26 @@ async fn rss_atom_and_json_feed_articles_are_stored_and_a_malformed_feed_fails_a
         "a malformed feed is not kept"
     );
 }
+
+#[tokio::test]
+async fn a_304_keeps_the_feeds_articles_fresh_without_parsing() {
+    let o = feed_origin().await;
+    let (_d, cache, clock) = cache();
+    let f = fetcher(&cache);
+    let wire = feed("wire", o.url("/wire.xml"));
+    let first = feeds::refresh(&f, &wire).await.unwrap();
+    assert_eq!((first.articles, first.confirmed), (3, 0));
+    let key = article_key("wire", "sw-4471");
+    clock.advance(Duration::from_secs(3601)); // past the news TTL (1h)
+    assert!(cache.get(&key).unwrap().is_none(), "expired");
+    let again = feeds::refresh(&f, &wire).await.unwrap();
+    assert_eq!(again.outcome, Some(Outcome::Revalidated));
+    assert_eq!(
+        (again.articles, again.confirmed, again.body_bytes),
+        (0, 3, 0)
+    );
+    assert!(
+        cache.get(&key).unwrap().is_some(),
+        "the 304 confirmed it current"
+    );
+}
