@@ -126,12 +126,13 @@ impl Fetcher {
                 };
                 if global == crate::redis::Admission::Local {
                     self.limiter.acquire(&host).await;
-                    limit::take_quota(&self.cache, self.settings.quota).map_err(|error| {
-                        Failure {
+                    let (cache, quota) = (self.cache.clone(), self.settings.quota);
+                    super::off_runtime(&url, move || limit::take_quota(&cache, quota))
+                        .await
+                        .map_err(|error| Failure {
                             error,
                             transient: false,
-                        }
-                    })?;
+                        })?;
                 }
                 requests += 1;
                 let mut req = self.client.get(url.clone());

@@ -251,13 +251,24 @@ impl Fetcher {
                 _ => Err(f.error),
             },
             Ok(x) if x.status == StatusCode::NOT_MODIFIED => match entry {
-                Some(e) if x.conditional => self.revalidated(key, opts, &url, e, stored, x, base),
+                Some(e) if x.conditional => {
+                    let (this, key, opts, u) =
+                        (self.clone(), key.to_owned(), opts.clone(), url.clone());
+                    off_runtime(&url, move || {
+                        this.revalidated(&key, &opts, &u, e, stored, x, base)
+                    })
+                    .await
+                }
                 _ => Err(Error::Upstream {
                     url: x.url.to_string(),
                     reason: "304 Not Modified to an unconditional request".into(),
                 }),
             },
-            Ok(x) => self.fetched(key, opts, &url, x, base),
+            Ok(x) => {
+                let (this, key, opts, u) =
+                    (self.clone(), key.to_owned(), opts.clone(), url.clone());
+                off_runtime(&url, move || this.fetched(&key, &opts, &u, x, base)).await
+            }
         }
     }
 
@@ -382,4 +393,19 @@ impl Fetcher {
             ..out
         })
     }
+}
+
+/// Runs the storing half of a fetch (a write transaction, which may wait for
+/// another process's eviction transaction) on tokio's blocking pool, so the
+/// async worker threads keep serving (the daemon's /healthz, other feeds).
+pub(crate) async fn off_runtime<T: Send + 'static>(
+    url: &Url,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(Error::Upstream {
+            url: url.to_string(),
+            reason: format!("storing the response failed: {e}"),
+        })
+    })
 }

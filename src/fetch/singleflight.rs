@@ -169,8 +169,17 @@ impl Cache {
                 key: key.to_owned(),
                 source: e.into(),
             })?;
-            self.put(key, value.as_ref(), opts)?;
-            Ok(Bytes::copy_from_slice(value.as_ref()))
+            let bytes = Bytes::copy_from_slice(value.as_ref());
+            // The write runs on the blocking pool: it may wait for another
+            // process's transaction, and the callers here are async.
+            let (cache, k, b) = (self.clone(), key.to_owned(), bytes.clone());
+            tokio::task::spawn_blocking(move || cache.put(&k, &b, opts))
+                .await
+                .map_err(|e| Error::Loader {
+                    key: key.to_owned(),
+                    source: e.into(),
+                })??;
+            Ok(bytes)
         };
         let (out, role) = self.inner.flights.run(key, flight).await;
         if role == Role::Follower {
