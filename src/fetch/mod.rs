@@ -158,8 +158,18 @@ impl Fetcher {
                 reason: "only http and https URLs can be fetched".into(),
             });
         }
+        // Callers share a flight only when they ask the same thing: same key,
+        // URL and options (a caller that did not ask for stale-if-error must
+        // never receive a stale copy someone else asked for).
+        let id = format!(
+            "fetch\n{key}\n{parsed}\n{}{}{:?}{:?}",
+            u8::from(opts.stale_if_error),
+            u8::from(opts.revalidate),
+            opts.ttl,
+            opts.class
+        );
         let flight = || self.fetch_now(parsed, key, opts);
-        let (out, role) = self.cache.inner.flights.run(key, flight).await;
+        let (out, role) = self.cache.inner.flights.run(&id, flight).await;
         if role == Role::Follower {
             self.cache.count(names::avoided("singleflight"), 1);
         }

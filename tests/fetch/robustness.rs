@@ -251,6 +251,32 @@ async fn stale_copy_only_when_asked_and_marked_stale() {
 }
 
 #[tokio::test]
+async fn concurrent_callers_with_different_options_do_not_share_a_flight() {
+    let o = Origin::start(|_, n| match (n, reply(500, &[], "down")) {
+        (1, _) => reply(200, &[("cache-control", "max-age=5")], "v1"),
+        (_, Reply::Now(r)) => Reply::After(Duration::from_millis(200), r),
+        (_, other) => other,
+    })
+    .await;
+    let (_d, cache, clock) = cache();
+    let f = fetcher(&cache);
+    let url = o.url("/s");
+    f.fetch(&url, "api:s", &opts()).await.unwrap();
+    clock.advance(Duration::from_secs(6));
+    let stale_ok = stale_if_error();
+    let plain = opts();
+    let (a, b) = tokio::join!(
+        f.fetch(&url, "api:s", &plain),
+        f.fetch(&url, "api:s", &stale_ok)
+    );
+    assert!(
+        a.is_err(),
+        "no stale copy for a caller that did not ask: {a:?}"
+    );
+    assert_eq!(b.unwrap().outcome, Outcome::StaleIfError);
+}
+
+#[tokio::test]
 async fn must_revalidate_means_an_error_not_stale_content() {
     let o = Origin::start(|_, n| match n {
         1 => reply(
