@@ -316,21 +316,11 @@ impl RedisTier {
         F: FnOnce(Arc<Core>) -> Fut,
         Fut: Future<Output = RedisResult<T>> + Send + 'static,
     {
-        if !self.core.breaker.allow() {
-            return None;
-        }
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let fut = f(self.core.clone());
-        self.handle.spawn(async move {
-            let r = tokio::time::timeout(deadline, fut)
-                .await
-                .unwrap_or_else(|_| Err(timed_out()));
+        self.spawn_settled(what, deadline, f, move |r| {
             let _ = tx.send(r);
-        });
-        let r = rx
-            .recv_timeout(deadline + SLACK)
-            .unwrap_or_else(|_| Err(timed_out()));
-        self.core.settle(what, r)
+        })?;
+        rx.recv_timeout(deadline + SLACK).ok().flatten()
     }
 
     /// Like [`RedisTier::block`] for async callers: awaits a oneshot, so it
@@ -346,19 +336,40 @@ impl RedisTier {
         F: FnOnce(Arc<Core>) -> Fut,
         Fut: Future<Output = RedisResult<T>> + Send + 'static,
     {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.spawn_settled(what, deadline, f, move |r| {
+            let _ = tx.send(r);
+        })?;
+        rx.await.ok().flatten()
+    }
+
+    /// Spawns `f` with a deadline on the tier's runtime and settles the
+    /// breaker inside the task, so a caller that gives up or is cancelled
+    /// never leaves a half-open probe held. `None` if the breaker is open.
+    fn spawn_settled<T, F, Fut>(
+        &self,
+        what: &'static str,
+        deadline: Duration,
+        f: F,
+        deliver: impl FnOnce(Option<T>) + Send + 'static,
+    ) -> Option<()>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Core>) -> Fut,
+        Fut: Future<Output = RedisResult<T>> + Send + 'static,
+    {
         if !self.core.breaker.allow() {
             return None;
         }
-        let (tx, rx) = tokio::sync::oneshot::channel();
+        let core = self.core.clone();
         let fut = f(self.core.clone());
         self.handle.spawn(async move {
             let r = tokio::time::timeout(deadline, fut)
                 .await
                 .unwrap_or_else(|_| Err(timed_out()));
-            let _ = tx.send(r);
+            deliver(core.settle(what, r));
         });
-        let r = rx.await.unwrap_or_else(|_| Err(timed_out()));
-        self.core.settle(what, r)
+        Some(())
     }
 }
 
