@@ -28,34 +28,25 @@
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations)]
 
-pub mod blob;
+mod base;
 mod cache;
-pub mod clock;
-pub mod config;
 pub mod daemon;
-mod error;
-pub mod evict;
+mod disk;
 pub mod fetch;
-pub mod guard;
-mod hot;
-pub mod index;
-mod key;
-pub mod metrics;
-pub mod policy;
+mod maint;
 pub mod redis;
-pub mod stats;
-pub mod store;
-pub mod tier;
 
-pub use blob::Digest;
+pub use base::clock::{Clock, ManualClock, Millis, SystemClock};
+pub use base::config::Config;
+pub use base::error::{Error, Result};
+pub use base::key::{Key, Pattern, MAX_KEY_BYTES};
+pub use base::policy::Freshness;
+pub use base::{clock, config};
+pub use cache::guard::{summarize, FreshSet, Guard, Signal, StaleReason, StaleSignal};
+pub use cache::metrics::Exposition;
 pub use cache::{Cache, CacheBuilder, Entry, Meta, Put, Stored};
-pub use clock::{Clock, ManualClock, Millis, SystemClock};
-pub use config::Config;
-pub use error::{Error, Result};
-pub use evict::{EvictionReport, GcReport, VerifyReport};
+pub use disk::blob::Digest;
+pub use disk::stats::{RedisStats, Stats, Tier};
 pub use fetch::{FetchOptions, FetchOutcome, Fetcher, FetcherBuilder, Outcome};
-pub use guard::{FreshSet, Guard, Signal, StaleReason, StaleSignal};
-pub use key::{Key, Pattern, MAX_KEY_BYTES};
-pub use policy::Freshness;
+pub use maint::{EvictionReport, GcReport, Problem, Progress, VerifyReport};
 pub use redis::{Admission, Lease, LeaseOutcome, RedisTier};
-pub use stats::{RedisStats, Stats, Tier};

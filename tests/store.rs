@@ -588,19 +588,6 @@ fn a_row_claiming_a_huge_size_is_corrupt_not_an_allocation() {
 }
 
 #[test]
-fn a_blob_file_is_never_replaced_before_the_write_lock_is_held() {
-    let dir = tempfile::tempdir().unwrap();
-    let files = freshcache::blob::files::BlobFiles::new(dir.path(), false).unwrap();
-    let d = freshcache::Digest::of(b"content");
-    assert!(files.write_new(&d, b"encoding one").unwrap());
-    assert!(
-        !files.write_new(&d, b"encoding two").unwrap(),
-        "another process's file stays"
-    );
-    assert_eq!(files.read(&d, 100).unwrap().unwrap(), b"encoding one");
-}
-
-#[test]
 fn a_stray_file_at_a_new_blobs_path_is_rewritten_under_the_lock() {
     let dir = tempfile::tempdir().unwrap();
     let (cache, _) = open_with(dir.path(), |c| c.cache.inline_max.0 = 1024);

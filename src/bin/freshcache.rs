@@ -210,7 +210,7 @@ fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
 fn with_progress<T>(
     json: bool,
     what: &str,
-    f: impl FnOnce(Option<freshcache::evict::Progress<'_>>) -> Result<T, Error>,
+    f: impl FnOnce(Option<freshcache::Progress<'_>>) -> Result<T, Error>,
 ) -> Result<T, Error> {
     if json || !std::io::stderr().is_terminal() {
         return f(None);

@@ -135,10 +135,7 @@ pub fn run(keep: bool, mut config: Config) -> anyhow::Result<()> {
         Err(Error::Stale(stale)) => {
             println!("  REFUSED inference run, {} bad signal(s):", stale.len());
             for s in stale {
-                println!(
-                    "    {}",
-                    freshcache::guard::summarize(std::slice::from_ref(&s))
-                );
+                println!("    {}", freshcache::summarize(std::slice::from_ref(&s)));
             }
         }
         other => anyhow::bail!("guard should have refused: {other:?}"),

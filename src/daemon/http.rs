@@ -11,10 +11,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 
+use crate::base::config::Config;
+use crate::cache::metrics::Exposition;
 use crate::cache::Cache;
-use crate::config::Config;
-use crate::metrics::Exposition;
-use crate::stats::Stats;
+use crate::disk::stats::Stats;
 
 /// Counters and gauges of this daemon process. `std::sync::Mutex`: held
 /// for a map update, never across an await.

@@ -10,8 +10,8 @@ use tokio::task::{JoinError, JoinSet};
 use super::http::{self, Shared};
 use super::schedule::Job;
 use super::source::{FeedSource, Outcome, Refresh};
-use crate::error::Result;
-use crate::evict::EvictionReport;
+use crate::base::error::Result;
+use crate::maint::EvictionReport;
 
 pub(crate) type Fetched = (String, Result<Refresh>);
 pub(crate) type Evicted = (&'static str, Result<EvictionReport>);

@@ -22,9 +22,9 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
+use crate::base::config::Config;
+use crate::base::error::{Error, Result};
 use crate::cache::Cache;
-use crate::config::Config;
-use crate::error::{Error, Result};
 use http::Shared;
 use jobs::Jobs;
 pub use schedule::{Due, Job, Schedule};

@@ -12,8 +12,8 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use super::http::Shared;
-use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::base::config::Config;
+use crate::base::error::{Error, Result};
 
 /// Events closer together than this are one change (an editor's write,
 /// truncate and rename).

@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 
 use croner::Cron;
 
-use crate::clock::Millis;
-use crate::config::Config;
+use crate::base::clock::Millis;
+use crate::base::config::Config;
 
 /// The largest jitter added to a feed run.
 pub const MAX_JITTER_MS: Millis = 30_000;

@@ -1,5 +1,5 @@
 use super::*;
-use crate::config::{Dur, FeedConfig};
+use crate::base::config::{Dur, FeedConfig};
 use std::time::Duration;
 
 /// 2027-01-15T08:00:00Z.

@@ -4,9 +4,9 @@
 
 use std::future::Future;
 
+use crate::base::config::{FeedConfig, WarmItem};
+use crate::base::error::Result;
 use crate::cache::Cache;
-use crate::config::{FeedConfig, WarmItem};
-use crate::error::Result;
 
 /// What a refresh or warm-up load did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

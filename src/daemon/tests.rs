@@ -2,7 +2,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use super::*;
-use crate::config::{FeedConfig, WarmItem};
+use crate::base::config::{FeedConfig, WarmItem};
 
 /// A source that records calls and the most loads in flight at once.
 #[derive(Debug, Default)]
@@ -124,7 +124,7 @@ async fn run_with_refreshes_feeds_and_stops_on_shutdown() {
     c.feeds = vec![FeedConfig {
         name: "r".into(),
         url: "http://127.0.0.1:1/r.xml".into(),
-        every: crate::config::Dur(Duration::from_millis(20)),
+        every: crate::base::config::Dur(Duration::from_millis(20)),
         class: None,
     }];
     let cache = Cache::with_config(c).unwrap();

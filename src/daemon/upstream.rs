@@ -4,9 +4,9 @@
 //! is fetched into its key (no request while the entry is fresh).
 
 use super::source::{warm_key, FeedSource, Outcome, Refresh};
+use crate::base::config::{FeedConfig, WarmItem};
+use crate::base::error::{Error, Result};
 use crate::cache::Cache;
-use crate::config::{FeedConfig, WarmItem};
-use crate::error::{Error, Result};
 use crate::fetch::{self, feeds, FetchOptions, Fetcher};
 
 /// Feed refresh and warm-up through a [`Fetcher`] (rate limit, quota,

@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 
 use super::http::Shared;
 use super::source::FeedSource;
-use crate::config::WarmItem;
+use crate::base::config::WarmItem;
 
 /// Loads `items` with at most `limit` in flight; returns (loaded, failed).
 /// A key to load that is not in the cache counts as neither.

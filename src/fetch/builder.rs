@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{limit, Fetcher};
+use crate::base::config::{Rate, ServerTtl};
+use crate::base::error::{Error, Result};
 use crate::cache::Cache;
-use crate::config::{Rate, ServerTtl};
-use crate::error::{Error, Result};
 
 /// Fetcher settings. `Default` mirrors the embedded config's `fetch:` section.
 #[derive(Debug, Clone)]

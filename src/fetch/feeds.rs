@@ -7,10 +7,10 @@
 use serde::Serialize;
 
 use super::{FetchOptions, Fetcher, Outcome};
+use crate::base::config::FeedConfig;
+use crate::base::error::{Error, Result};
+use crate::base::key::MAX_KEY_BYTES;
 use crate::cache::{Cache, Put};
-use crate::config::FeedConfig;
-use crate::error::{Error, Result};
-use crate::key::MAX_KEY_BYTES;
 
 /// Key of the stored feed document (its validators live on this entry).
 pub fn document_key(feed: &str) -> String {
@@ -258,7 +258,7 @@ pub async fn refresh_all(fetcher: &Fetcher, feeds: &[FeedConfig]) -> Vec<FeedRep
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::key::Key;
+    use crate::base::key::Key;
 
     #[test]
     fn article_ids_become_valid_key_segments() {

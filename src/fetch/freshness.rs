@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::header::HeaderMap;
 
-use crate::clock::Millis;
-use crate::config::ServerTtl;
+use crate::base::clock::Millis;
+use crate::base::config::ServerTtl;
 
 /// Response headers as stored with an entry: lowercase name → value.
 pub type Headers = BTreeMap<String, String>;

@@ -10,8 +10,8 @@ use reqwest::header::HeaderMap;
 use reqwest::{StatusCode, Url};
 
 use super::{freshness, limit, Fetcher};
-use crate::error::Error;
-use crate::stats::names;
+use crate::base::error::Error;
+use crate::disk::stats::names;
 
 /// Validators to send, and the URL whose response they came from: a hop
 /// to any other URL is sent unconditionally (each hop keeps its own).

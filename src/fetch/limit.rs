@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::base::config::Rate;
+use crate::base::error::{Error, Result};
 use crate::cache::Cache;
-use crate::config::Rate;
-use crate::error::{Error, Result};
-use crate::index;
+use crate::disk::index;
 
 /// Counter holding the index of the current quota window.
 const QUOTA_WINDOW: &str = "fetch_quota|window";
@@ -126,7 +126,7 @@ pub(crate) fn quota_used(cache: &Cache, quota: Rate) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::ManualClock;
+    use crate::base::clock::ManualClock;
 
     fn rate(s: &str) -> Rate {
         Rate::parse(s).unwrap()

@@ -34,12 +34,12 @@ use bytes::Bytes;
 use reqwest::{StatusCode, Url};
 use serde::Serialize;
 
+use crate::base::clock::Millis;
+use crate::base::error::{Error, Result};
+use crate::base::key::Key;
+use crate::base::policy::{self, Freshness};
 use crate::cache::{Cache, Entry, Put};
-use crate::clock::Millis;
-use crate::error::{Error, Result};
-use crate::key::Key;
-use crate::policy::{self, Freshness};
-use crate::stats::names;
+use crate::disk::stats::names;
 pub use builder::FetcherBuilder;
 use builder::Settings;
 use freshness::{CacheControl, Headers, Lifetime};
@@ -108,7 +108,7 @@ fn ser_opt_time<S: serde::Serializer>(
     s: S,
 ) -> std::result::Result<S::Ok, S::Error> {
     match t {
-        Some(t) => s.serialize_str(&crate::clock::rfc3339(*t)),
+        Some(t) => s.serialize_str(&crate::base::clock::rfc3339(*t)),
         None => s.serialize_none(),
     }
 }

@@ -15,9 +15,9 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tokio::sync::OnceCell;
 
+use crate::base::error::{Error, Result};
 use crate::cache::{Cache, Put};
-use crate::error::{Error, Result};
-use crate::stats::names;
+use crate::disk::stats::names;
 
 type Shared<T> = OnceCell<std::result::Result<T, Arc<Error>>>;
 

@@ -18,8 +18,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::blob::Digest;
-use crate::clock::Millis;
+use crate::base::clock::Millis;
+use crate::disk::blob::Digest;
 
 const MAGIC: &[u8; 3] = b"FC1";
 
@@ -139,7 +139,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<(Record, &[u8])> {
 
 /// A shared blob: one codec byte, then the encoded bytes.
 pub(crate) fn encode_blob(value: &[u8], zstd_level: i32) -> Vec<u8> {
-    let (codec, bytes) = crate::blob::codec::encode(value, zstd_level);
+    let (codec, bytes) = crate::disk::blob::codec::encode(value, zstd_level);
     let mut out = Vec::with_capacity(bytes.len() + 1);
     out.push(codec as u8);
     out.extend_from_slice(&bytes);
@@ -149,8 +149,8 @@ pub(crate) fn encode_blob(value: &[u8], zstd_level: i32) -> Vec<u8> {
 /// Decodes and verifies a shared blob; `None` if it is not `hash`'s content.
 pub(crate) fn decode_blob(stored: &[u8], size: u64, hash: &Digest) -> Option<Vec<u8>> {
     let (codec, bytes) = stored.split_first()?;
-    let codec = crate::blob::codec::Codec::from_i64(i64::from(*codec))?;
-    crate::blob::codec::decode(codec, bytes, size, hash)
+    let codec = crate::disk::blob::codec::Codec::from_i64(i64::from(*codec))?;
+    crate::disk::blob::codec::decode(codec, bytes, size, hash)
 }
 
 #[cfg(test)]

@@ -15,14 +15,14 @@ use redis::Script;
 
 use super::codec::{self, Body, Record};
 use super::RedisTier;
-use crate::blob::Digest;
+use crate::base::clock::Millis;
+use crate::base::key::{Key, Pattern};
+use crate::base::policy::Freshness;
 use crate::cache::Cache;
-use crate::clock::Millis;
-use crate::index::Row;
-use crate::key::{Key, Pattern};
-use crate::policy::Freshness;
-use crate::stats::{names, Tier};
-use crate::store::{EntryFields, PutItem};
+use crate::disk::blob::Digest;
+use crate::disk::index::Row;
+use crate::disk::stats::{names, Tier};
+use crate::disk::store::{EntryFields, PutItem};
 
 /// Adds a key to the lexicographic index and its expiry to the expiry
 /// index, then drops a few index members whose entries have expired.
@@ -98,11 +98,13 @@ impl RedisTier {
             }
             let hash = rec.digest()?;
             // A damaged or hostile record must not make us allocate what it claims.
-            if rec.size > crate::store::MAX_BLOB_BYTES {
+            if rec.size > crate::disk::store::MAX_BLOB_BYTES {
                 return None;
             }
             let value = match rec.body {
-                Body::Inline => crate::blob::codec::verify(&inline, &hash).then_some(inline)?,
+                Body::Inline => {
+                    crate::disk::blob::codec::verify(&inline, &hash).then_some(inline)?
+                }
                 Body::Blob => codec::decode_blob(&blob?, rec.size, &hash)?,
                 Body::None => return None,
             };
@@ -120,7 +122,7 @@ impl RedisTier {
             class: rec.class.clone(),
             size: value.len() as u64,
             stored_size: value.len() as u64,
-            codec: crate::blob::codec::Codec::Raw,
+            codec: crate::disk::blob::codec::Codec::Raw,
             created_at: rec.created_at,
             expires_at: rec.expires_at,
             etag: rec.etag,
@@ -151,7 +153,7 @@ impl RedisTier {
             last_modified: rec.last_modified.as_deref(),
             headers: rec.headers.as_deref(),
         };
-        let result = crate::evict::admit(cache, &cache.config(), value.len() as u64)
+        let result = crate::maint::admit(cache, &cache.config(), value.len() as u64)
             .and_then(|()| cache.inner.store.put(key.as_str(), value, &hash, &fields));
         match result {
             Ok(_) => self.core.count("backfills", 1),

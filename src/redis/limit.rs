@@ -17,8 +17,8 @@ use std::time::Duration;
 use redis::Script;
 
 use super::RedisTier;
-use crate::config::Rate;
-use crate::error::{Error, Result};
+use crate::base::config::Rate;
+use crate::base::error::{Error, Result};
 
 const ADMIT: &str = r"
 local used = tonumber(redis.call('GET', KEYS[1]) or '0')

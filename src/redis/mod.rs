@@ -32,10 +32,10 @@ use redis::{
     Client, Cmd, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, RedisResult, Value,
 };
 
+use crate::base::config::{Config, Rate};
+use crate::base::error::{Error, Result};
 use crate::cache::{Cache, Inner};
-use crate::config::{Config, Rate};
-use crate::error::{Error, Result};
-use crate::stats::names;
+use crate::disk::stats::names;
 use breaker::Breaker;
 use codec::Keys;
 
@@ -221,7 +221,10 @@ impl RedisTier {
         let mut infos = Vec::new();
         for u in url.split(',').map(str::trim) {
             let info = u.into_connection_info().map_err(|e| {
-                config_error("url", format!("`{}`: {e}", crate::config::redact_url(u)))
+                config_error(
+                    "url",
+                    format!("`{}`: {e}", crate::base::config::redact_url(u)),
+                )
             })?;
             let info = match &r.password {
                 Some(p) => {
@@ -381,7 +384,7 @@ fn instance_id() -> String {
         .map_or(0, |d| d.as_nanos());
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let seed = format!("{}:{nanos}:{n}:{:p}", std::process::id(), &N);
-    crate::blob::Digest::of(seed.as_bytes()).to_hex()[..16].to_string()
+    crate::disk::blob::Digest::of(seed.as_bytes()).to_hex()[..16].to_string()
 }
 
 /// Keeps `Mutex` poisoning from ever panicking a caller.

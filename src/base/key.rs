@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use crate::error::{Error, Result};
+use crate::base::error::{Error, Result};
 
 /// Longest key accepted, in bytes of UTF-8.
 pub const MAX_KEY_BYTES: usize = 512;

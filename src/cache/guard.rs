@@ -8,14 +8,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::Serialize;
 
+use crate::base::clock::{human_ms, Millis};
+use crate::base::error::{Error, Result};
+use crate::base::key::{Key, Pattern};
+use crate::base::policy::Freshness;
 use crate::cache::{Cache, Meta};
-use crate::clock::{human_ms, Millis};
-use crate::error::{Error, Result};
-use crate::index::{self, Row};
-use crate::key::{Key, Pattern};
-use crate::policy::Freshness;
-use crate::stats::names;
-use crate::store::Outcome;
+use crate::disk::index::{self, Row};
+use crate::disk::stats::names;
+use crate::disk::store::Outcome;
 
 /// Counter of refused `require` calls.
 pub const GUARD_REFUSALS: &str = "guard_refusals";

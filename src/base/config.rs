@@ -9,10 +9,10 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_yaml::Value;
 
-use crate::error::{Error, Result};
+use crate::base::error::{Error, Result};
 
 /// The configuration compiled into the binary (`config/runtime.yml`).
-pub const EMBEDDED_DEFAULT: &str = include_str!("../config/runtime.yml");
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../config/runtime.yml");
 
 /// The whole runtime configuration.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -325,7 +325,7 @@ impl Config {
         if c.max_size.0 == 0 {
             return err("cache.max_size", "must be greater than zero");
         }
-        if c.max_value_size.0 > crate::store::MAX_BLOB_BYTES {
+        if c.max_value_size.0 > crate::disk::store::MAX_BLOB_BYTES {
             return err("cache.max_value_size", "must be at most 4GiB");
         }
         if c.access_flush.0.is_zero() {

@@ -11,14 +11,14 @@ use std::time::{Duration, Instant, SystemTime};
 use rusqlite::OptionalExtension;
 use serde::Serialize;
 
-use crate::blob::codec;
-use crate::blob::files::{BLOBS_DIR, TMP_DIR};
-use crate::blob::Digest;
+use crate::base::config::{Config, OnFull};
+use crate::base::error::{Error, Result};
 use crate::cache::Cache;
-use crate::config::{Config, OnFull};
-use crate::error::{Error, Result};
-use crate::index::{self, totals};
-use crate::stats::names;
+use crate::disk::blob::codec;
+use crate::disk::blob::files::{BLOBS_DIR, TMP_DIR};
+use crate::disk::blob::Digest;
+use crate::disk::index::{self, totals};
+use crate::disk::stats::names;
 
 /// Temp files younger than this are in-flight writes of some process and
 /// are never collected, whatever grace period a caller asks for.
@@ -550,7 +550,7 @@ impl Cache {
                     tx.execute("DELETE FROM blobs WHERE id = ?1", [id])
                         .map_err(w)?;
                     store.defer_unlink(hash);
-                    index::bump(tx, crate::store::CORRUPT_BLOBS, 1).map_err(w)?;
+                    index::bump(tx, crate::disk::store::CORRUPT_BLOBS, 1).map_err(w)?;
                     Ok(keys)
                 })?;
                 report.keys_dropped.extend(keys);

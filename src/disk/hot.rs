@@ -17,10 +17,10 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use rusqlite::Connection;
 
-use crate::blob::Digest;
-use crate::clock::Millis;
-use crate::error::Result;
-use crate::index::{self, Index};
+use crate::base::clock::Millis;
+use crate::base::error::Result;
+use crate::disk::blob::Digest;
+use crate::disk::index::{self, Index};
 
 /// Changes kept in the index's log; a process that falls further behind
 /// forgets its whole map.

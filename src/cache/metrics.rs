@@ -7,7 +7,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::stats::Stats;
+use crate::disk::stats::Stats;
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 14] = [
@@ -250,7 +250,7 @@ pub fn render(stats: &Stats, disk_bytes: u64, latency: &Latency) -> Exposition {
 }
 
 /// The Redis tier's families (hits are in `freshcache_hits_total{tier="redis"}`).
-fn render_redis(e: &mut Exposition, r: &crate::stats::RedisStats) {
+fn render_redis(e: &mut Exposition, r: &crate::disk::stats::RedisStats) {
     e.single(
         "freshcache_redis_up",
         "gauge",

@@ -15,10 +15,10 @@ use rusqlite::{
     params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
 };
 
-use crate::blob::codec::Codec;
-use crate::blob::Digest;
-use crate::clock::Millis;
-use crate::error::{Error, Result};
+use crate::base::clock::Millis;
+use crate::base::error::{Error, Result};
+use crate::disk::blob::codec::Codec;
+use crate::disk::blob::Digest;
 
 /// File name of the index inside the cache root.
 pub const INDEX_FILE: &str = "index.sqlite";
@@ -130,7 +130,7 @@ impl Index {
         if !path.exists() {
             // Created before any connection exists, so we never touch a file
             // SQLite holds locks on with plain file APIs.
-            match crate::blob::files::create_exclusive(&path) {
+            match crate::disk::blob::files::create_exclusive(&path) {
                 Err(Error::Io { source, .. })
                     if source.kind() == std::io::ErrorKind::AlreadyExists => {}
                 other => drop(other?),
@@ -349,7 +349,7 @@ pub fn counter(c: &Connection, name: &str) -> rusqlite::Result<i64> {
 
 /// Every counter whose name starts with `prefix`.
 pub fn counters_with_prefix(c: &Connection, prefix: &str) -> rusqlite::Result<Vec<(String, i64)>> {
-    let hi = crate::key::prefix_upper_bound(prefix).unwrap_or_else(|| "\u{10FFFF}".into());
+    let hi = crate::base::key::prefix_upper_bound(prefix).unwrap_or_else(|| "\u{10FFFF}".into());
     let mut st = c.prepare_cached(
         "SELECT name, value FROM counters WHERE name >= ?1 AND name < ?2 ORDER BY name",
     )?;

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 
-use crate::blob::Digest;
+use crate::disk::blob::Digest;
 
 /// Directory name inside the cache root.
 pub const HOT_DIR: &str = "hot.sled";
@@ -115,11 +115,6 @@ impl HotTier {
         if self.bytes.load(Ordering::Relaxed) > self.max_bytes {
             self.evict();
         }
-    }
-
-    /// Bytes held.
-    pub fn bytes(&self) -> u64 {
-        self.bytes.load(Ordering::Relaxed)
     }
 
     /// Drops the oldest entries until under 90% of the budget.

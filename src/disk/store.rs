@@ -14,12 +14,12 @@
 
 use rusqlite::Connection;
 
-use crate::blob::codec::{self, Codec};
-use crate::blob::files::BlobFiles;
-use crate::blob::Digest;
-use crate::clock::Millis;
-use crate::error::Result;
-use crate::index::{self, totals, Found, Index, NewEntry, Row};
+use crate::base::clock::Millis;
+use crate::base::error::Result;
+use crate::disk::blob::codec::{self, Codec};
+use crate::disk::blob::files::BlobFiles;
+use crate::disk::blob::Digest;
+use crate::disk::index::{self, totals, Found, Index, NewEntry, Row};
 
 /// No blob is larger than this (`cache.max_value_size` is validated against
 /// it), so a row claiming more is damaged and is never allocated for. A

@@ -8,8 +8,8 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::blob::Digest;
-use crate::error::{Error, Result};
+use crate::base::error::{Error, Result};
+use crate::disk::blob::Digest;
 
 /// Directory name of the versioned blob layout.
 pub const BLOBS_DIR: &str = "blobs-v1";
@@ -184,11 +184,6 @@ impl BlobFiles {
             .join(TMP_DIR)
             .join(format!("{tag}.{}.{n}.tmp", std::process::id()))
     }
-
-    /// The cache root.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
 }
 
 /// Creates a directory with mode 0700 (and its parents).
@@ -209,4 +204,22 @@ pub(crate) fn create_exclusive(path: &Path) -> Result<File> {
         .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .open(path)
         .map_err(|e| Error::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_blob_file_is_never_replaced_before_the_write_lock_is_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = BlobFiles::new(dir.path(), false).unwrap();
+        let d = Digest::of(b"content");
+        assert!(files.write_new(&d, b"encoding one").unwrap());
+        assert!(
+            !files.write_new(&d, b"encoding two").unwrap(),
+            "another process's file stays"
+        );
+        assert_eq!(files.read(&d, 100).unwrap().unwrap(), b"encoding one");
+    }
 }

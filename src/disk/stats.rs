@@ -13,9 +13,9 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
-use crate::clock::Millis;
-use crate::error::Result;
-use crate::index::{self, totals, Index};
+use crate::base::clock::Millis;
+use crate::base::error::Result;
+use crate::disk::index::{self, totals, Index};
 
 /// Batches above this many distinct keys are flushed early.
 const MAX_PENDING: usize = 4096;
@@ -160,7 +160,7 @@ impl Recorder {
             for (name, delta) in &batch.counters {
                 index::bump(tx, name, *delta).map_err(|e| idx.wrap(e))?;
             }
-            index::trim_changes(tx, crate::hot::CHANGE_WINDOW).map_err(|e| idx.wrap(e))?;
+            index::trim_changes(tx, crate::disk::hot::CHANGE_WINDOW).map_err(|e| idx.wrap(e))?;
             Ok(())
         };
         let result = if wait {
@@ -318,7 +318,7 @@ impl Stats {
                 [totals::ENTRIES] => s.entries = v,
                 [totals::STORED_BYTES] => s.stored_bytes = v,
                 [totals::LOGICAL_BYTES] => s.logical_bytes = v,
-                [crate::store::CORRUPT_BLOBS] => s.corrupt_blobs = v,
+                [crate::disk::store::CORRUPT_BLOBS] => s.corrupt_blobs = v,
                 [names::EVICTED_BYTES] => s.evicted_bytes = v,
                 [names::EVICTED_ENTRIES] => s.evicted_entries = v,
                 [names::BYTES_SAVED_304] => s.bytes_saved_by_304 = v,

@@ -2,6 +2,9 @@
 //! compress → blob → index row → L1. A get: key → L1 (by the blob hash the
 //! index names) → disk → verify; fresh only.
 
+pub(crate) mod guard;
+pub(crate) mod metrics;
+
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -10,16 +13,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::blob::files::{self, BlobFiles};
-use crate::blob::Digest;
-use crate::clock::{Clock, Millis, SystemClock};
-use crate::config::Config;
-use crate::error::{Error, Result};
-use crate::index::{self, Index, Row};
-use crate::key::{Key, Pattern};
-use crate::policy::{self, Classes, Freshness};
-use crate::stats::{names, Recorder, Stats, Tier};
-use crate::store::{EntryFields, PutItem, Store};
+use crate::base::clock::{Clock, Millis, SystemClock};
+use crate::base::config::Config;
+use crate::base::error::{Error, Result};
+use crate::base::key::{Key, Pattern};
+use crate::base::policy::{self, Classes, Freshness};
+use crate::disk::blob::files::{self, BlobFiles};
+use crate::disk::blob::Digest;
+use crate::disk::index::{self, Index, Row};
+use crate::disk::stats::{names, Recorder, Stats, Tier};
+use crate::disk::store::{EntryFields, PutItem, Store};
 
 /// A disk-backed, content-addressed cache. Cheap to clone; `Send + Sync`.
 #[derive(Debug, Clone)]
@@ -39,11 +42,11 @@ pub(crate) struct Inner {
     pub(crate) l1: moka::sync::Cache<Digest, Bytes>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) recorder: Recorder,
-    pub(crate) latency: crate::metrics::Latency,
+    pub(crate) latency: crate::cache::metrics::Latency,
     /// key → (hash, expiry) of recent fresh reads: repeated gets skip the index.
-    pub(crate) hot: crate::hot::HotMap,
+    pub(crate) hot: crate::disk::hot::HotMap,
     /// The optional persistent hot tier (sled), if this process owns it.
-    pub(crate) tier: Option<crate::tier::HotTier>,
+    pub(crate) tier: Option<crate::disk::tier::HotTier>,
     /// Single-flight calls in progress (fetch and get_or_fetch).
     pub(crate) flights: crate::fetch::singleflight::Flights,
     /// The shared Redis tier, when `redis.url` is set.
@@ -142,7 +145,7 @@ pub(crate) fn ser_time<S: serde::Serializer>(
     t: &Millis,
     s: S,
 ) -> std::result::Result<S::Ok, S::Error> {
-    s.serialize_str(&crate::clock::rfc3339(*t))
+    s.serialize_str(&crate::base::clock::rfc3339(*t))
 }
 
 impl Meta {
@@ -245,13 +248,13 @@ impl CacheBuilder {
             index: Index::open(&root, c.fsync)?,
             files: BlobFiles::new(&root, c.fsync)?,
             inline_max: c.inline_max.0,
-            max_blob: crate::store::MAX_BLOB_BYTES,
+            max_blob: crate::disk::store::MAX_BLOB_BYTES,
             unlinks: Default::default(),
             zstd_level: c.zstd_level,
         };
-        let hot = crate::hot::HotMap::new(&store.index, c.fsync, 1 << 20)?;
+        let hot = crate::disk::hot::HotMap::new(&store.index, c.fsync, 1 << 20)?;
         let tier = if c.hot_tier {
-            crate::tier::HotTier::open(&root, c.hot_tier_size.0)
+            crate::disk::tier::HotTier::open(&root, c.hot_tier_size.0)
         } else {
             None
         };
@@ -423,7 +426,7 @@ impl Cache {
             incoming += value.len() as u64;
             resolved.push((key, class, ttl));
         }
-        crate::evict::admit(self, &config, incoming)?;
+        crate::maint::admit(self, &config, incoming)?;
         let now = self.now();
         let hashes: Vec<Digest> = items.iter().map(|(_, v, _)| Digest::of(v)).collect();
         let store_items: Vec<PutItem<'_>> = items
@@ -513,9 +516,9 @@ impl Cache {
     ///
     /// # Errors
     /// A storage error.
-    pub fn metrics(&self) -> Result<crate::metrics::Exposition> {
+    pub fn metrics(&self) -> Result<crate::cache::metrics::Exposition> {
         let stats = self.stats()?;
-        Ok(crate::metrics::render(
+        Ok(crate::cache::metrics::render(
             &stats,
             self.disk_bytes()?,
             &self.inner.latency,
@@ -616,7 +619,10 @@ impl Cache {
         if let Some(r) = &self.inner.redis {
             if r.invalidate(pattern).is_none() {
                 tracing::warn!(%pattern, "redis unreachable: invalidation not shared with other instances");
-                self.count(crate::stats::names::redis("invalidations_not_shared"), 1);
+                self.count(
+                    crate::disk::stats::names::redis("invalidations_not_shared"),
+                    1,
+                );
             }
         }
     }
@@ -821,7 +827,7 @@ impl Cache {
         let out = self.finish_read(key, read, now, allow_stale, &l1_hits.into_inner());
         if let (Some(g), Some((row, _))) = (generation, &out) {
             if Freshness::at(row.expires_at, now).is_fresh() {
-                let e = crate::hot::HotEntry {
+                let e = crate::disk::hot::HotEntry {
                     hash: row.hash,
                     expires_at: row.expires_at,
                     class: row.class.as_str().into(),
@@ -836,7 +842,7 @@ impl Cache {
     fn finish_read(
         &self,
         key: &Key,
-        read: Option<crate::store::Read>,
+        read: Option<crate::disk::store::Read>,
         now: Millis,
         allow_stale: bool,
         l1_hits: &[(Digest, Bytes, Tier)],

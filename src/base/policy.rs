@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use crate::clock::Millis;
-use crate::config::Config;
-use crate::error::{Error, Result};
-use crate::key::Key;
+use crate::base::clock::Millis;
+use crate::base::config::Config;
+use crate::base::error::{Error, Result};
+use crate::base::key::Key;
 
 /// The class of keys that no configured prefix matches.
 pub const DEFAULT_CLASS: &str = "default";
@@ -95,22 +95,6 @@ impl Classes {
                 (DEFAULT_CLASS.to_string(), self.default_ttl),
                 |(n, _, t)| (n.clone(), *t),
             )
-    }
-
-    /// The TTL of a class by name.
-    pub fn ttl_of(&self, class: &str) -> Option<Duration> {
-        if class == DEFAULT_CLASS {
-            return Some(self.default_ttl);
-        }
-        self.by_prefix
-            .iter()
-            .find(|(n, _, _)| n == class)
-            .map(|(_, _, t)| *t)
-    }
-
-    /// Class names, in prefix order.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.by_prefix.iter().map(|(n, _, _)| n.as_str())
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::cell::RefCell;
 
-use crate::blob::Digest;
+use crate::disk::blob::Digest;
 
 /// How a blob's stored bytes are encoded. Stored in the index as an integer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
