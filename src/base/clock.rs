@@ -70,3 +70,11 @@ pub fn human_ms(ms: i64) -> String {
     };
     format!("{sign}{}", humantime::format_duration(d))
 }
+
+/// Serialises an instant as RFC 3339 (serde `serialize_with`).
+pub(crate) fn ser_rfc3339<S: serde::Serializer>(
+    t: &Millis,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&rfc3339(*t))
+}

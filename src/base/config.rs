@@ -325,14 +325,14 @@ impl Config {
         if c.max_size.0 == 0 {
             return err("cache.max_size", "must be greater than zero");
         }
-        if c.max_value_size.0 > crate::disk::store::MAX_BLOB_BYTES {
+        if c.max_value_size.0 > crate::base::limits::MAX_BLOB_BYTES {
             return err("cache.max_value_size", "must be at most 4GiB");
         }
         if c.access_flush.0.is_zero() {
             return err("cache.access_flush", "must be greater than zero");
         }
         for (name, class) in &self.classes {
-            if crate::Key::new(name.as_str()).is_err() || name.contains(':') {
+            if crate::base::key::Key::new(name.as_str()).is_err() || name.contains(':') {
                 return err(
                     &format!("classes.{name}"),
                     "class names are single key segments",
@@ -367,7 +367,8 @@ impl Config {
             }
         }
         for (i, feed) in self.feeds.iter().enumerate() {
-            if crate::Key::new(format!("news:{}:x", feed.name)).is_err() || feed.name.contains(':')
+            if crate::base::key::Key::new(format!("news:{}:x", feed.name)).is_err()
+                || feed.name.contains(':')
             {
                 return err(
                     &format!("feeds[{i}].name"),
@@ -414,7 +415,7 @@ impl Config {
             return err("daemon.warm_concurrency", "must be at least 1".into());
         }
         for (i, w) in d.warm.iter().enumerate() {
-            if let Err(e) = crate::Key::new(w.key.as_str()) {
+            if let Err(e) = crate::base::key::Key::new(w.key.as_str()) {
                 return err(&format!("daemon.warm[{i}].key"), e.to_string());
             }
             if let Some(url) = &w.url {

@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use crate::cache::guard::StaleSignal;
-use crate::disk::blob::Digest;
+use crate::base::digest::Digest;
+use crate::base::signal::StaleSignal;
 
 /// Result alias used across the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -79,7 +79,7 @@ pub enum Error {
         source: serde_json::Error,
     },
     /// The staleness guard refused an inference run.
-    #[error("{} signal(s) stale or missing: {}", .0.len(), crate::cache::guard::summarize(.0))]
+    #[error("{} signal(s) stale or missing: {}", .0.len(), crate::base::signal::summarize(.0))]
     Stale(Vec<StaleSignal>),
     /// An upstream request failed and no usable copy exists.
     #[error("upstream error for {url}: {reason}")]

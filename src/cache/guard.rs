@@ -8,17 +8,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::base::clock::{human_ms, Millis};
+use crate::base::clock::Millis;
 use crate::base::error::{Error, Result};
 use crate::base::key::{Key, Pattern};
+use crate::base::names;
 use crate::base::policy::Freshness;
+pub use crate::base::signal::{summarize, StaleReason, StaleSignal};
 use crate::cache::{Cache, Meta};
 use crate::disk::index::{self, Row};
-use crate::disk::stats::names;
 use crate::disk::store::Outcome;
-
-/// Counter of refused `require` calls.
-pub const GUARD_REFUSALS: &str = "guard_refusals";
 
 /// Builder for one guarded read. See [`Cache::guard`].
 #[derive(Debug, Clone)]
@@ -43,7 +41,7 @@ pub struct Signal {
 /// Every requested signal, fresh as of `at`.
 #[derive(Debug, Clone, Serialize)]
 pub struct FreshSet {
-    #[serde(serialize_with = "crate::cache::ser_time")]
+    #[serde(serialize_with = "crate::base::clock::ser_rfc3339")]
     pub at: Millis,
     pub signals: Vec<Signal>,
 }
@@ -56,61 +54,6 @@ impl FreshSet {
             .find(|s| s.requirement == requirement)
             .map(|s| &s.value)
     }
-}
-
-/// Why a signal was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StaleReason {
-    /// No entry (or none matching the pattern).
-    Missing,
-    /// Past its TTL.
-    Expired,
-    /// Within its TTL but older than the requested max_age.
-    TooOld,
-    /// Created after the instant the inference is for.
-    FromTheFuture,
-}
-
-/// One refused signal, with the figures that explain it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct StaleSignal {
-    pub requirement: String,
-    /// The entry found (for a pattern, the newest match).
-    pub key: Option<String>,
-    pub class: String,
-    pub reason: StaleReason,
-    pub age_ms: Option<i64>,
-    /// The TTL, or the max_age when that was the stricter limit.
-    pub limit_ms: Option<i64>,
-    /// How far past the limit.
-    pub over_by_ms: Option<i64>,
-}
-
-/// One line per refused signal, for error messages.
-pub fn summarize(signals: &[StaleSignal]) -> String {
-    signals
-        .iter()
-        .map(|s| {
-            let what = s.key.as_deref().unwrap_or(&s.requirement);
-            match (s.reason, s.age_ms, s.limit_ms, s.over_by_ms) {
-                (StaleReason::Missing, ..) => format!("{what} missing"),
-                (r, Some(age), Some(limit), Some(over)) => format!(
-                    "{what} {} (age {}, limit {}, over by {})",
-                    match r {
-                        StaleReason::Expired => "expired",
-                        StaleReason::TooOld => "older than max_age",
-                        _ => "created after the requested instant",
-                    },
-                    human_ms(age),
-                    human_ms(limit),
-                    human_ms(over)
-                ),
-                _ => format!("{what} refused"),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 enum Requirement {
@@ -259,7 +202,7 @@ impl<'a> Guard<'a> {
         if stale.is_empty() {
             Ok(FreshSet { at, signals })
         } else {
-            self.cache.count(GUARD_REFUSALS.to_string(), 1);
+            self.cache.count(names::GUARD_REFUSALS.to_string(), 1);
             tracing::warn!(
                 refused = stale.len(),
                 "staleness guard refused: {}",

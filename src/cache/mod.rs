@@ -3,6 +3,7 @@
 //! index names) → disk → verify; fresh only.
 
 pub(crate) mod guard;
+pub(crate) mod maint;
 pub(crate) mod metrics;
 
 use std::cell::RefCell;
@@ -17,11 +18,12 @@ use crate::base::clock::{Clock, Millis, SystemClock};
 use crate::base::config::Config;
 use crate::base::error::{Error, Result};
 use crate::base::key::{Key, Pattern};
+use crate::base::names::{self, Tier};
 use crate::base::policy::{self, Classes, Freshness};
 use crate::disk::blob::files::{self, BlobFiles};
 use crate::disk::blob::Digest;
 use crate::disk::index::{self, Index, Row};
-use crate::disk::stats::{names, Recorder, Stats, Tier};
+use crate::disk::stats::{Recorder, Stats};
 use crate::disk::store::{EntryFields, PutItem, Store};
 
 /// A disk-backed, content-addressed cache. Cheap to clone; `Send + Sync`.
@@ -121,16 +123,16 @@ pub struct Meta {
     pub class: String,
     pub size: u64,
     pub stored_size: u64,
-    #[serde(serialize_with = "ser_time")]
+    #[serde(serialize_with = "crate::base::clock::ser_rfc3339")]
     pub created_at: Millis,
-    #[serde(serialize_with = "ser_time")]
+    #[serde(serialize_with = "crate::base::clock::ser_rfc3339")]
     pub expires_at: Millis,
     pub etag: Option<String>,
     pub last_modified: Option<String>,
     #[serde(skip)]
     pub headers: Option<String>,
     pub hits: u64,
-    #[serde(serialize_with = "ser_time")]
+    #[serde(serialize_with = "crate::base::clock::ser_rfc3339")]
     pub last_access: Millis,
     pub freshness: Freshness,
     /// Milliseconds since created_at, at the time of the read.
@@ -139,13 +141,6 @@ pub struct Meta {
 
 fn ser_hex<S: serde::Serializer>(d: &Digest, s: S) -> std::result::Result<S::Ok, S::Error> {
     s.serialize_str(&d.to_hex())
-}
-
-pub(crate) fn ser_time<S: serde::Serializer>(
-    t: &Millis,
-    s: S,
-) -> std::result::Result<S::Ok, S::Error> {
-    s.serialize_str(&crate::base::clock::rfc3339(*t))
 }
 
 impl Meta {
@@ -248,7 +243,7 @@ impl CacheBuilder {
             index: Index::open(&root, c.fsync)?,
             files: BlobFiles::new(&root, c.fsync)?,
             inline_max: c.inline_max.0,
-            max_blob: crate::disk::store::MAX_BLOB_BYTES,
+            max_blob: crate::base::limits::MAX_BLOB_BYTES,
             unlinks: Default::default(),
             zstd_level: c.zstd_level,
         };
@@ -426,7 +421,7 @@ impl Cache {
             incoming += value.len() as u64;
             resolved.push((key, class, ttl));
         }
-        crate::maint::admit(self, &config, incoming)?;
+        self.admit(&config, incoming)?;
         let now = self.now();
         let hashes: Vec<Digest> = items.iter().map(|(_, v, _)| Digest::of(v)).collect();
         let store_items: Vec<PutItem<'_>> = items
@@ -619,10 +614,7 @@ impl Cache {
         if let Some(r) = &self.inner.redis {
             if r.invalidate(pattern).is_none() {
                 tracing::warn!(%pattern, "redis unreachable: invalidation not shared with other instances");
-                self.count(
-                    crate::disk::stats::names::redis("invalidations_not_shared"),
-                    1,
-                );
+                self.count(crate::base::names::redis("invalidations_not_shared"), 1);
             }
         }
     }

@@ -22,10 +22,6 @@ use crate::base::error::Result;
 use crate::disk::blob::Digest;
 use crate::disk::index::{self, Index};
 
-/// Changes kept in the index's log; a process that falls further behind
-/// forgets its whole map.
-pub(crate) const CHANGE_WINDOW: i64 = 65_536;
-
 /// One remembered mapping.
 #[derive(Debug, Clone)]
 pub(crate) struct HotEntry {

@@ -15,37 +15,11 @@ use serde::Serialize;
 
 use crate::base::clock::Millis;
 use crate::base::error::Result;
+pub use crate::base::names::{self, Tier};
 use crate::disk::index::{self, totals, Index};
 
 /// Batches above this many distinct keys are flushed early.
 const MAX_PENDING: usize = 4096;
-
-/// Where a hit was served from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum Tier {
-    /// L1, in this process's memory.
-    Memory,
-    /// The sled hot tier.
-    Hot,
-    /// The index and blob files.
-    Disk,
-    /// The shared Redis tier.
-    Redis,
-}
-
-impl Tier {
-    /// Lowercase name, as used in metrics labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Tier::Memory => "memory",
-            Tier::Hot => "hot",
-            Tier::Disk => "disk",
-            Tier::Redis => "redis",
-        }
-    }
-}
 
 #[derive(Debug, Default)]
 struct Pending {
@@ -160,7 +134,7 @@ impl Recorder {
             for (name, delta) in &batch.counters {
                 index::bump(tx, name, *delta).map_err(|e| idx.wrap(e))?;
             }
-            index::trim_changes(tx, crate::disk::hot::CHANGE_WINDOW).map_err(|e| idx.wrap(e))?;
+            index::trim_changes(tx, crate::base::limits::CHANGE_WINDOW).map_err(|e| idx.wrap(e))?;
             Ok(())
         };
         let result = if wait {
@@ -191,37 +165,6 @@ impl Recorder {
     fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
-
-/// Counter names (persisted in the index, `|`-separated labels).
-#[allow(dead_code)] // upstream/avoided are written by the fetcher
-pub(crate) mod names {
-    pub fn hit(tier: super::Tier, class: &str) -> String {
-        format!("hits|{}|{class}", tier.as_str())
-    }
-    pub fn miss(class: &str) -> String {
-        format!("misses|{class}")
-    }
-    pub fn guard_check(class: &str) -> String {
-        format!("guard_checks|{class}")
-    }
-    pub fn ttl_violation(class: &str) -> String {
-        format!("ttl_violations|{class}")
-    }
-    pub fn upstream(outcome: &str) -> String {
-        format!("upstream|{outcome}")
-    }
-    pub fn avoided(how: &str) -> String {
-        format!("avoided|{how}")
-    }
-    /// Redis tier counters: misses, backfills, writes, errors, leases_won,
-    /// leases_waited, invalidations_received.
-    pub fn redis(what: &str) -> String {
-        format!("redis|{what}")
-    }
-    pub const EVICTED_BYTES: &str = "evicted_bytes";
-    pub const EVICTED_ENTRIES: &str = "evicted_entries";
-    pub const BYTES_SAVED_304: &str = "bytes_saved_304";
 }
 
 /// Per-class figures.
@@ -318,7 +261,7 @@ impl Stats {
                 [totals::ENTRIES] => s.entries = v,
                 [totals::STORED_BYTES] => s.stored_bytes = v,
                 [totals::LOGICAL_BYTES] => s.logical_bytes = v,
-                [crate::disk::store::CORRUPT_BLOBS] => s.corrupt_blobs = v,
+                [names::CORRUPT_BLOBS] => s.corrupt_blobs = v,
                 [names::EVICTED_BYTES] => s.evicted_bytes = v,
                 [names::EVICTED_ENTRIES] => s.evicted_entries = v,
                 [names::BYTES_SAVED_304] => s.bytes_saved_by_304 = v,

@@ -16,19 +16,11 @@ use rusqlite::Connection;
 
 use crate::base::clock::Millis;
 use crate::base::error::Result;
+use crate::base::names;
 use crate::disk::blob::codec::{self, Codec};
 use crate::disk::blob::files::BlobFiles;
 use crate::disk::blob::Digest;
 use crate::disk::index::{self, totals, Found, Index, NewEntry, Row};
-
-/// No blob is larger than this (`cache.max_value_size` is validated against
-/// it), so a row claiming more is damaged and is never allocated for. A
-/// fixed bound, not the config's: a process with a lower `max_value_size`
-/// must not mistake another process's legitimate large value for corruption.
-pub const MAX_BLOB_BYTES: u64 = 4 << 30;
-
-/// Counter name for blobs that failed verification.
-pub const CORRUPT_BLOBS: &str = "corrupt_blobs";
 
 /// Index plus blob files for one root.
 #[derive(Debug)]
@@ -461,7 +453,7 @@ impl Store {
                 self.files.quarantine(&row.hash, Some(bytes), now)?;
             }
             self.delete_in(tx, &keys)?;
-            index::bump(tx, CORRUPT_BLOBS, 1).map_err(w)?;
+            index::bump(tx, names::CORRUPT_BLOBS, 1).map_err(w)?;
             Ok(keys)
         })?;
         if !keys.is_empty() {

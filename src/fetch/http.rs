@@ -11,7 +11,7 @@ use reqwest::{StatusCode, Url};
 
 use super::{freshness, limit, Fetcher};
 use crate::base::error::Error;
-use crate::disk::stats::names;
+use crate::base::names;
 
 /// Validators to send, and the URL whose response they came from: a hop
 /// to any other URL is sent unconditionally (each hop keeps its own).

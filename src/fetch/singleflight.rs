@@ -16,8 +16,8 @@ use bytes::Bytes;
 use tokio::sync::OnceCell;
 
 use crate::base::error::{Error, Result};
+use crate::base::names;
 use crate::cache::{Cache, Put};
-use crate::disk::stats::names;
 
 type Shared<T> = OnceCell<std::result::Result<T, Arc<Error>>>;
 

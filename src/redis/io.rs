@@ -17,11 +17,11 @@ use super::codec::{self, Body, Record};
 use super::RedisTier;
 use crate::base::clock::Millis;
 use crate::base::key::{Key, Pattern};
+use crate::base::names::{self, Tier};
 use crate::base::policy::Freshness;
 use crate::cache::Cache;
 use crate::disk::blob::Digest;
 use crate::disk::index::Row;
-use crate::disk::stats::{names, Tier};
 use crate::disk::store::{EntryFields, PutItem};
 
 /// Adds a key to the lexicographic index and its expiry to the expiry
@@ -98,7 +98,7 @@ impl RedisTier {
             }
             let hash = rec.digest()?;
             // A damaged or hostile record must not make us allocate what it claims.
-            if rec.size > crate::disk::store::MAX_BLOB_BYTES {
+            if rec.size > crate::base::limits::MAX_BLOB_BYTES {
                 return None;
             }
             let value = match rec.body {
@@ -153,7 +153,8 @@ impl RedisTier {
             last_modified: rec.last_modified.as_deref(),
             headers: rec.headers.as_deref(),
         };
-        let result = crate::maint::admit(cache, &cache.config(), value.len() as u64)
+        let result = cache
+            .admit(&cache.config(), value.len() as u64)
             .and_then(|()| cache.inner.store.put(key.as_str(), value, &hash, &fields));
         match result {
             Ok(_) => self.core.count("backfills", 1),

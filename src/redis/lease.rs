@@ -224,7 +224,7 @@ pub(crate) async fn coordinate(cache: &crate::Cache, key: &str) -> Coordinated {
     match r.lease_async(key).await {
         LeaseOutcome::Won(l) => Coordinated::Won(l),
         LeaseOutcome::Filled => {
-            cache.count(crate::disk::stats::names::avoided("lease"), 1);
+            cache.count(crate::base::names::avoided("lease"), 1);
             Coordinated::Filled
         }
         LeaseOutcome::Unavailable | LeaseOutcome::TimedOut => Coordinated::Alone,

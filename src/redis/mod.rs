@@ -34,8 +34,8 @@ use redis::{
 
 use crate::base::config::{Config, Rate};
 use crate::base::error::{Error, Result};
+use crate::base::names;
 use crate::cache::{Cache, Inner};
-use crate::disk::stats::names;
 use breaker::Breaker;
 use codec::Keys;
 

@@ -1,0 +1,61 @@
+//! What the staleness guard says about a signal it refused. Here, below
+//! the cache, because [`crate::Error::Stale`] carries them.
+
+use serde::Serialize;
+
+use crate::base::clock::human_ms;
+
+/// Why a signal was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StaleReason {
+    /// No entry (or none matching the pattern).
+    Missing,
+    /// Past its TTL.
+    Expired,
+    /// Within its TTL but older than the requested max_age.
+    TooOld,
+    /// Created after the instant the inference is for.
+    FromTheFuture,
+}
+
+/// One refused signal, with the figures that explain it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StaleSignal {
+    pub requirement: String,
+    /// The entry found (for a pattern, the newest match).
+    pub key: Option<String>,
+    pub class: String,
+    pub reason: StaleReason,
+    pub age_ms: Option<i64>,
+    /// The TTL, or the max_age when that was the stricter limit.
+    pub limit_ms: Option<i64>,
+    /// How far past the limit.
+    pub over_by_ms: Option<i64>,
+}
+
+/// One line per refused signal, for error messages.
+pub fn summarize(signals: &[StaleSignal]) -> String {
+    signals
+        .iter()
+        .map(|s| {
+            let what = s.key.as_deref().unwrap_or(&s.requirement);
+            match (s.reason, s.age_ms, s.limit_ms, s.over_by_ms) {
+                (StaleReason::Missing, ..) => format!("{what} missing"),
+                (r, Some(age), Some(limit), Some(over)) => format!(
+                    "{what} {} (age {}, limit {}, over by {})",
+                    match r {
+                        StaleReason::Expired => "expired",
+                        StaleReason::TooOld => "older than max_age",
+                        _ => "created after the requested instant",
+                    },
+                    human_ms(age),
+                    human_ms(limit),
+                    human_ms(over)
+                ),
+                _ => format!("{what} refused"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
