@@ -657,6 +657,23 @@ impl Rate {
         }
         Ok(Rate { count, per })
     }
+
+    /// A human name for the period (`month` for 30 days).
+    pub fn period_name(&self) -> String {
+        match self.per.as_secs() {
+            1 => "second".into(),
+            60 => "minute".into(),
+            3600 => "hour".into(),
+            86_400 => "day".into(),
+            2_592_000 => "month".into(),
+            _ => humantime::format_duration(self.per).to_string(),
+        }
+    }
+
+    /// The spacing of requests this rate allows (`per / count`).
+    pub fn interval(&self) -> Duration {
+        self.per / u32::try_from(self.count.max(1)).unwrap_or(u32::MAX)
+    }
 }
 
 impl<'de> Deserialize<'de> for Rate {

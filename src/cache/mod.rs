@@ -2,9 +2,12 @@
 //! compress → blob → index row → L1. A get: key → L1 (by the blob hash the
 //! index names) → disk → verify; fresh only.
 
+pub(crate) mod flight;
 pub(crate) mod guard;
 pub(crate) mod maint;
 pub(crate) mod metrics;
+pub(crate) mod plug;
+mod quota;
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -22,37 +25,55 @@ use crate::base::names::{self, Tier};
 use crate::base::policy::{self, Classes, Freshness};
 use crate::disk::blob::files::{self, BlobFiles};
 use crate::disk::blob::Digest;
+use crate::disk::hot::HotMap;
 use crate::disk::index::{self, Index, Row};
 use crate::disk::stats::{Recorder, Stats};
 use crate::disk::store::{EntryFields, PutItem, Store};
+use crate::disk::tier::HotTier;
+use flight::Flights;
+use plug::{Claim, Coordinator, Remote, SharedTier};
 
 /// A disk-backed, content-addressed cache. Cheap to clone; `Send + Sync`.
 #[derive(Debug, Clone)]
 pub struct Cache {
-    pub(crate) inner: Arc<Inner>,
+    inner: Arc<Inner>,
 }
 
 #[derive(Debug)]
 pub(crate) struct Inner {
-    pub(crate) root: PathBuf,
+    root: PathBuf,
     /// Swapped whole on hot reload; readers take a cheap clone of the Arc.
-    pub(crate) config: RwLock<Arc<Config>>,
-    pub(crate) classes: RwLock<Arc<Classes>>,
-    pub(crate) store: Store,
+    config: RwLock<Arc<Config>>,
+    classes: RwLock<Arc<Classes>>,
+    store: Store,
     /// Decompressed, verified bytes keyed by blob hash: it can only serve
     /// content the index currently points at.
-    pub(crate) l1: moka::sync::Cache<Digest, Bytes>,
-    pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) recorder: Recorder,
-    pub(crate) latency: crate::cache::metrics::Latency,
+    l1: moka::sync::Cache<Digest, Bytes>,
+    clock: Arc<dyn Clock>,
+    recorder: Recorder,
+    latency: metrics::Latency,
     /// key → (hash, expiry) of recent fresh reads: repeated gets skip the index.
-    pub(crate) hot: crate::disk::hot::HotMap,
+    hot: HotMap,
     /// The optional persistent hot tier (sled), if this process owns it.
-    pub(crate) tier: Option<crate::disk::tier::HotTier>,
+    tier: Option<HotTier>,
     /// Single-flight calls in progress (fetch and get_or_fetch).
-    pub(crate) flights: crate::fetch::singleflight::Flights,
-    /// The shared Redis tier, when `redis.url` is set.
-    pub(crate) redis: Option<crate::redis::RedisTier>,
+    flights: Flights,
+    /// The tier shared with other instances, if one was given.
+    shared: Option<Arc<dyn SharedTier>>,
+    /// Cross-instance coordination of upstream calls, if one was given.
+    coordinator: Option<Arc<dyn Coordinator>>,
+}
+
+/// A handle that does not keep the cache alive (for a shared tier's
+/// background tasks, which the cache owns).
+#[derive(Debug, Clone)]
+pub(crate) struct WeakCache(std::sync::Weak<Inner>);
+
+impl WeakCache {
+    /// The cache, while it is alive.
+    pub(crate) fn upgrade(&self) -> Option<Cache> {
+        self.0.upgrade().map(|inner| Cache { inner })
+    }
 }
 
 impl Drop for Inner {
@@ -229,13 +250,18 @@ impl CacheBuilder {
         self
     }
 
-    /// Opens (creating if needed) the cache.
-    ///
-    /// # Errors
-    /// [`Error::InsecureRoot`] for a root owned by another user,
-    /// [`Error::Io`] if it cannot be created, [`Error::Index`] if the index
-    /// is not a SQLite database.
-    pub fn open(self) -> Result<Cache> {
+    /// The configuration this builder will open with.
+    pub(crate) fn config_ref(&self) -> &Config {
+        &self.config
+    }
+
+    /// Opens (creating if needed) the cache with the given plug-ins
+    /// (`crate::open` passes the ones the config describes).
+    pub(crate) fn build(
+        self,
+        shared: Option<Arc<dyn SharedTier>>,
+        coordinator: Option<Arc<dyn Coordinator>>,
+    ) -> Result<Cache> {
         let root = self.config.cache.root.clone();
         prepare_root(&root)?;
         let c = &self.config.cache;
@@ -247,9 +273,9 @@ impl CacheBuilder {
             unlinks: Default::default(),
             zstd_level: c.zstd_level,
         };
-        let hot = crate::disk::hot::HotMap::new(&store.index, c.fsync, 1 << 20)?;
+        let hot = HotMap::new(&store.index, c.fsync, 1 << 20)?;
         let tier = if c.hot_tier {
-            crate::disk::tier::HotTier::open(&root, c.hot_tier_size.0)
+            HotTier::open(&root, c.hot_tier_size.0)
         } else {
             None
         };
@@ -259,7 +285,6 @@ impl CacheBuilder {
             .build();
         let window = c.access_flush.0.as_millis() as Millis;
         let classes = Classes::from_config(&self.config);
-        let redis = crate::redis::RedisTier::from_config(&self.config)?;
         let cache = Cache {
             inner: Arc::new(Inner {
                 root,
@@ -273,11 +298,12 @@ impl CacheBuilder {
                 hot,
                 tier,
                 flights: Default::default(),
-                redis,
+                shared,
+                coordinator,
             }),
         };
-        if let Some(r) = &cache.inner.redis {
-            r.start(&cache);
+        if let Some(s) = &cache.inner.shared {
+            s.attach(WeakCache(Arc::downgrade(&cache.inner)));
         }
         Ok(cache)
     }
@@ -313,22 +339,6 @@ impl Cache {
     /// A builder with the embedded defaults.
     pub fn builder() -> CacheBuilder {
         CacheBuilder::default()
-    }
-
-    /// Opens the cache at `root` with the embedded default config.
-    ///
-    /// # Errors
-    /// See [`CacheBuilder::open`].
-    pub fn open(root: impl AsRef<Path>) -> Result<Cache> {
-        Cache::builder().root(root).open()
-    }
-
-    /// Opens the cache a config describes.
-    ///
-    /// # Errors
-    /// See [`CacheBuilder::open`].
-    pub fn with_config(config: Config) -> Result<Cache> {
-        Cache::builder().config(config).open()
     }
 
     /// The cache root.
@@ -443,8 +453,8 @@ impl Cache {
             })
             .collect();
         let outcomes = self.inner.store.put_many(&store_items)?;
-        if let Some(r) = &self.inner.redis {
-            r.write_through(now, &store_items);
+        if let Some(shared) = &self.inner.shared {
+            shared.write_through(now, &store_items);
         }
         let l1_max = config.cache.memory_size.0 / 16;
         Ok(store_items
@@ -606,15 +616,15 @@ impl Cache {
         self.invalidate_local(pattern)
     }
 
-    /// Removes matches from Redis and tells the other instances. When Redis
-    /// is unreachable the invalidation stays local: it is logged and counted
-    /// (`redis|invalidations_not_shared`), because other instances and a
-    /// later read-through may still serve those keys until they expire.
+    /// Removes matches from the shared tier and tells the other instances.
+    /// When it is unreachable the invalidation stays local: it is logged and
+    /// counted (`redis|invalidations_not_shared`), because other instances
+    /// and a later read-through may still serve those keys until they expire.
     fn invalidate_shared(&self, pattern: &Pattern) {
-        if let Some(r) = &self.inner.redis {
-            if r.invalidate(pattern).is_none() {
-                tracing::warn!(%pattern, "redis unreachable: invalidation not shared with other instances");
-                self.count(crate::base::names::redis("invalidations_not_shared"), 1);
+        if let Some(shared) = &self.inner.shared {
+            if !shared.invalidate(pattern) {
+                tracing::warn!(%pattern, "shared tier unreachable: invalidation not shared with other instances");
+                self.count(names::redis("invalidations_not_shared"), 1);
             }
         }
     }
@@ -698,15 +708,66 @@ impl Cache {
             };
             index::refresh_entry(tx, key.as_str(), &r).map_err(|e| store.index.wrap(e))
         })?;
-        if let (true, Some(r)) = (refreshed, &self.inner.redis) {
-            r.write_back(self, key.as_str());
+        if refreshed {
+            self.write_back(key.as_str());
         }
         Ok(refreshed)
     }
 
-    /// The shared Redis tier, if one is configured.
-    pub fn redis(&self) -> Option<&crate::redis::RedisTier> {
-        self.inner.redis.as_ref()
+    /// Writes the local entry of `key` through to the shared tier again
+    /// (after a 304 refresh changed its expiry and validators).
+    fn write_back(&self, key: &str) {
+        let Some(shared) = &self.inner.shared else {
+            return;
+        };
+        let now = self.now();
+        let Ok(Some(read)) = self.inner.store.read(key, now, |_| true) else {
+            return;
+        };
+        let Some(bytes) = read.bytes else { return };
+        let r = &read.row;
+        let item = PutItem {
+            key,
+            value: &bytes,
+            hash: r.hash,
+            fields: EntryFields {
+                class: &r.class,
+                created_at: r.created_at,
+                expires_at: r.expires_at,
+                etag: r.etag.as_deref(),
+                last_modified: r.last_modified.as_deref(),
+                headers: r.headers.as_deref(),
+            },
+        };
+        shared.write_through(now, std::slice::from_ref(&item));
+    }
+
+    /// The shared tier, if one was given at build time.
+    pub(crate) fn shared_tier(&self) -> Option<&Arc<dyn SharedTier>> {
+        self.inner.shared.as_ref()
+    }
+
+    /// The single-flight map of this cache (shared by its clones).
+    pub(crate) fn flights(&self) -> &Flights {
+        &self.inner.flights
+    }
+
+    /// The coordinator of upstream calls across instances, if any.
+    pub(crate) fn coordinator(&self) -> Option<&Arc<dyn Coordinator>> {
+        self.inner.coordinator.as_ref()
+    }
+
+    /// Coordinates an upstream call for `key` with the other instances
+    /// ([`Claim::Alone`] without a coordinator).
+    pub(crate) async fn claim(&self, key: &str) -> Claim {
+        let Some(c) = &self.inner.coordinator else {
+            return Claim::Alone;
+        };
+        let claim = c.claim(key).await;
+        if matches!(claim, Claim::Filled) {
+            self.count(names::avoided("lease"), 1);
+        }
+        claim
     }
 
     /// Hits, misses, sizes and rates, shared by every process on the root.
@@ -718,9 +779,9 @@ impl Cache {
             &self.inner.store.index,
             self.inner.recorder.pending_counters(),
         )?;
-        if let Some(r) = &self.inner.redis {
+        if let Some(shared) = &self.inner.shared {
             s.redis.configured = true;
-            s.redis.up = r.is_up();
+            s.redis.up = shared.is_up();
         }
         Ok(s)
     }
@@ -839,10 +900,7 @@ impl Cache {
         allow_stale: bool,
         l1_hits: &[(Digest, Bytes, Tier)],
     ) -> Option<(Row, Bytes)> {
-        let redis = |allow_stale| {
-            let r = self.inner.redis.as_ref()?;
-            r.read_through(self, key, now, allow_stale)
-        };
+        let redis = |allow_stale| self.read_through(key, now, allow_stale);
         let Some(read) = read else {
             if let Some(hit) = redis(allow_stale) {
                 return Some(hit);
@@ -881,5 +939,65 @@ impl Cache {
             self.flush_soon();
         }
         Some((read.row, bytes))
+    }
+
+    /// Looks `key` up in the shared tier after a local miss (or a stale
+    /// local copy). A usable copy is backfilled into the local store with
+    /// its own metadata (never written back through) and returned with the
+    /// row it now has.
+    fn read_through(&self, key: &Key, now: Millis, allow_stale: bool) -> Option<(Row, Bytes)> {
+        let remote = self.inner.shared.as_ref()?.read(key, now, allow_stale)?;
+        let fresh = Freshness::at(remote.expires_at, now).is_fresh();
+        self.backfill(key, &remote);
+        let row = Row {
+            key: key.as_str().to_owned(),
+            blob_id: -1,
+            hash: remote.hash,
+            class: remote.class,
+            size: remote.value.len() as u64,
+            stored_size: remote.value.len() as u64,
+            codec: crate::disk::blob::codec::Codec::Raw,
+            created_at: remote.created_at,
+            expires_at: remote.expires_at,
+            etag: remote.etag,
+            last_modified: remote.last_modified,
+            headers: remote.headers,
+            hits: 0,
+            last_access: now,
+            is_file: false,
+        };
+        let bytes = Bytes::from(remote.value);
+        if (bytes.len() as u64) <= self.config().cache.memory_size.0 / 16 {
+            self.inner.l1.insert(row.hash, bytes.clone());
+        }
+        if fresh {
+            self.count(names::hit(Tier::Redis, &row.class), 1);
+        }
+        Some((row, bytes))
+    }
+
+    /// Copies a shared-tier entry into the local store with its metadata.
+    fn backfill(&self, key: &Key, remote: &Remote) {
+        let fields = EntryFields {
+            class: &remote.class,
+            created_at: remote.created_at,
+            expires_at: remote.expires_at,
+            etag: remote.etag.as_deref(),
+            last_modified: remote.last_modified.as_deref(),
+            headers: remote.headers.as_deref(),
+        };
+        let result = self
+            .admit(&self.config(), remote.value.len() as u64)
+            .and_then(|()| {
+                self.inner
+                    .store
+                    .put(key.as_str(), &remote.value, &remote.hash, &fields)
+            });
+        match result {
+            Ok(_) => self.count(names::redis("backfills"), 1),
+            Err(e) => {
+                tracing::warn!(key = key.as_str(), error = %e, "could not backfill from the shared tier")
+            }
+        }
     }
 }

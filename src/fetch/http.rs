@@ -9,7 +9,7 @@ use bytes::Bytes;
 use reqwest::header::HeaderMap;
 use reqwest::{StatusCode, Url};
 
-use super::{freshness, limit, Fetcher};
+use super::{freshness, Fetcher};
 use crate::base::error::Error;
 use crate::base::names;
 
@@ -112,28 +112,13 @@ impl Fetcher {
             let mut attempt = 0u32;
             let resp = loop {
                 let host = host_of(&url);
-                // With Redis, quota and rate are global; without (or when it
-                // is down), this process's limiter and the root's quota.
-                let global = match self.cache.redis() {
-                    Some(r) => r
-                        .admit_with(&host, self.settings.quota, self.limiter.interval())
-                        .await
-                        .map_err(|error| Failure {
-                            error,
-                            transient: false,
-                        })?,
-                    None => crate::redis::Admission::Local,
-                };
-                if global == crate::redis::Admission::Local {
-                    self.limiter.acquire(&host).await;
-                    let (cache, quota) = (self.cache.clone(), self.settings.quota);
-                    super::off_runtime(&url, move || limit::take_quota(&cache, quota))
-                        .await
-                        .map_err(|error| Failure {
-                            error,
-                            transient: false,
-                        })?;
-                }
+                self.limiter
+                    .admit(&self.cache, &url, &host, self.settings.quota)
+                    .await
+                    .map_err(|error| Failure {
+                        error,
+                        transient: false,
+                    })?;
                 requests += 1;
                 let mut req = self.client.get(url.clone());
                 if conditional {

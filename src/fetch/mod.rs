@@ -39,12 +39,13 @@ use crate::base::error::{Error, Result};
 use crate::base::key::Key;
 use crate::base::names;
 use crate::base::policy::{self, Freshness};
+use crate::cache::flight::Role;
+use crate::cache::plug::Claim;
 use crate::cache::{Cache, Entry, Put};
 pub use builder::FetcherBuilder;
 use builder::Settings;
 use freshness::{CacheControl, Headers, Lifetime};
 use http::{Exchange, Validators};
-use singleflight::Role;
 
 /// Options of one fetch.
 #[derive(Debug, Clone, Default)]
@@ -135,7 +136,7 @@ impl Fetcher {
     /// A storage error.
     pub fn quota(&self) -> Result<(u64, u64)> {
         let q = self.settings.quota;
-        Ok((limit::quota_used(&self.cache, q)?, q.count))
+        Ok((self.cache.quota_used(q)?, q.count))
     }
 
     /// Makes `key` hold the current content of `url`: no request while the
@@ -169,7 +170,7 @@ impl Fetcher {
             opts.class
         );
         let flight = || self.fetch_now(parsed, key, opts);
-        let (out, role) = self.cache.inner.flights.run(&id, flight).await;
+        let (out, role) = self.cache.flights().run(&id, flight).await;
         if role == Role::Follower {
             self.cache.count(names::avoided("singleflight"), 1);
         }
@@ -185,10 +186,10 @@ impl Fetcher {
         // others wait and read its result through Redis.
         let (_lease, entry) = match &entry {
             Some(e) if e.meta.freshness.is_fresh() => (None, entry),
-            _ => match crate::redis::coordinate(&self.cache, key).await {
-                crate::redis::Coordinated::Won(lease) => (Some(lease), entry),
-                crate::redis::Coordinated::Filled => (None, self.cache.get_entry(key)?),
-                crate::redis::Coordinated::Alone => (None, entry),
+            _ => match self.cache.claim(key).await {
+                Claim::Won(lease) => (Some(lease), entry),
+                Claim::Filled => (None, self.cache.get_entry(key)?),
+                Claim::Alone => (None, entry),
             },
         };
         let base = FetchOutcome {

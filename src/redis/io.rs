@@ -6,10 +6,9 @@
 //!   every instance, and a stale Redis entry is never returned as fresh.
 //! - Values are verified against their blake3 hash before they are served
 //!   or backfilled; a value that fails is a miss.
-//! - A backfill goes to the local store directly (same created_at,
-//!   expires_at and validators), never back through to Redis.
+//! - The cache backfills what it reads here into its local store directly
+//!   (same created_at, expires_at and validators), never back through.
 
-use bytes::Bytes;
 use futures_util::future::{try_join, try_join_all};
 use redis::Script;
 
@@ -17,12 +16,9 @@ use super::codec::{self, Body, Record};
 use super::RedisTier;
 use crate::base::clock::Millis;
 use crate::base::key::{Key, Pattern};
-use crate::base::names::{self, Tier};
 use crate::base::policy::Freshness;
-use crate::cache::Cache;
-use crate::disk::blob::Digest;
-use crate::disk::index::Row;
-use crate::disk::store::{EntryFields, PutItem};
+use crate::cache::plug::Remote;
+use crate::disk::store::PutItem;
 
 /// Adds a key to the lexicographic index and its expiry to the expiry
 /// index, then drops a few index members whose entries have expired.
@@ -54,16 +50,10 @@ struct Outgoing {
 }
 
 impl RedisTier {
-    /// Looks `key` up in Redis after a local miss (or a stale local copy).
-    /// A fresh hit — or, with `allow_stale`, a stale one — is backfilled
-    /// into the local tiers and returned with the row it now has.
-    pub(crate) fn read_through(
-        &self,
-        cache: &Cache,
-        key: &Key,
-        now: Millis,
-        allow_stale: bool,
-    ) -> Option<(Row, Bytes)> {
+    /// Looks `key` up in Redis after a local miss (or a stale local copy):
+    /// a fresh entry — or, with `allow_stale`, a stale one — verified
+    /// against its hash. The cache backfills it.
+    pub(crate) fn read_through(&self, key: &Key, now: Millis, allow_stale: bool) -> Option<Remote> {
         let entry_key = self.core.keys.entry(key.as_str());
         let keys = self.core.keys.clone();
         let timeout = self.core.settings.timeout;
@@ -110,58 +100,20 @@ impl RedisTier {
             };
             Some((rec, hash, value, fresh))
         });
-        let Some((rec, hash, value, fresh)) = found else {
+        let Some((rec, hash, value, _fresh)) = found else {
             self.core.count("misses", 1);
             return None;
         };
-        self.backfill(cache, key, &rec, hash, &value);
-        let row = Row {
-            key: key.as_str().to_owned(),
-            blob_id: -1,
+        Some(Remote {
             hash,
-            class: rec.class.clone(),
-            size: value.len() as u64,
-            stored_size: value.len() as u64,
-            codec: crate::disk::blob::codec::Codec::Raw,
+            value,
+            class: rec.class,
             created_at: rec.created_at,
             expires_at: rec.expires_at,
             etag: rec.etag,
             last_modified: rec.last_modified,
             headers: rec.headers,
-            hits: 0,
-            last_access: now,
-            is_file: false,
-        };
-        let bytes = Bytes::from(value);
-        if (bytes.len() as u64) <= self.core.settings.memory_size / 16 {
-            cache.inner.l1.insert(hash, bytes.clone());
-        }
-        let hit = fresh.then(|| names::hit(Tier::Redis, &row.class));
-        if let Some(h) = hit {
-            cache.count(h, 1);
-        }
-        Some((row, bytes))
-    }
-
-    /// Copies a Redis entry into the local store with its own metadata.
-    fn backfill(&self, cache: &Cache, key: &Key, rec: &Record, hash: Digest, value: &[u8]) {
-        let fields = EntryFields {
-            class: &rec.class,
-            created_at: rec.created_at,
-            expires_at: rec.expires_at,
-            etag: rec.etag.as_deref(),
-            last_modified: rec.last_modified.as_deref(),
-            headers: rec.headers.as_deref(),
-        };
-        let result = cache
-            .admit(&cache.config(), value.len() as u64)
-            .and_then(|()| cache.inner.store.put(key.as_str(), value, &hash, &fields));
-        match result {
-            Ok(_) => self.core.count("backfills", 1),
-            Err(e) => {
-                tracing::warn!(key = key.as_str(), error = %e, "could not backfill from redis")
-            }
-        }
+        })
     }
 
     /// Writes freshly stored entries through to Redis (waits for the
@@ -261,30 +213,6 @@ impl RedisTier {
         if done.is_some() {
             self.core.count("writes", n);
         }
-    }
-
-    /// Writes the local entry of `key` through again (after a 304 refresh).
-    pub(crate) fn write_back(&self, cache: &Cache, key: &str) {
-        let now = cache.now();
-        let Ok(Some(read)) = cache.inner.store.read(key, now, |_| true) else {
-            return;
-        };
-        let Some(bytes) = read.bytes else { return };
-        let r = &read.row;
-        let item = PutItem {
-            key,
-            value: &bytes,
-            hash: r.hash,
-            fields: EntryFields {
-                class: &r.class,
-                created_at: r.created_at,
-                expires_at: r.expires_at,
-                etag: r.etag.as_deref(),
-                last_modified: r.last_modified.as_deref(),
-                headers: r.headers.as_deref(),
-            },
-        };
-        self.write_through(now, std::slice::from_ref(&item));
     }
 
     /// Removes every Redis entry matching `pattern`, logs the invalidation

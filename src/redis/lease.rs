@@ -204,29 +204,3 @@ async fn renew(core: Arc<Core>, key: String, token: String) {
         }
     }
 }
-
-/// How a caller about to go upstream for a key should proceed.
-#[derive(Debug)]
-pub(crate) enum Coordinated {
-    /// Go upstream holding this lease (drop it after storing the result).
-    Won(Lease),
-    /// Another instance just filled the entry: read it, no upstream call.
-    Filled,
-    /// No Redis tier, or it is unavailable, or the wait timed out: go alone.
-    Alone,
-}
-
-/// Coordinates an upstream call for `key` with the other instances.
-pub(crate) async fn coordinate(cache: &crate::Cache, key: &str) -> Coordinated {
-    let Some(r) = cache.redis() else {
-        return Coordinated::Alone;
-    };
-    match r.lease_async(key).await {
-        LeaseOutcome::Won(l) => Coordinated::Won(l),
-        LeaseOutcome::Filled => {
-            cache.count(crate::base::names::avoided("lease"), 1);
-            Coordinated::Filled
-        }
-        LeaseOutcome::Unavailable | LeaseOutcome::TimedOut => Coordinated::Alone,
-    }
-}

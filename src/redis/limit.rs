@@ -19,6 +19,7 @@ use redis::Script;
 use super::RedisTier;
 use crate::base::config::Rate;
 use crate::base::error::{Error, Result};
+use crate::cache::plug::Admission;
 
 const ADMIT: &str = r"
 local used = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -32,17 +33,6 @@ if tat < now then tat = now end
 local interval = tonumber(ARGV[3])
 redis.call('SET', KEYS[2], tat + interval, 'PX', tat + interval - now + 1000)
 return {tat - now, used}";
-
-/// How a request was admitted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Admission {
-    /// Counted in Redis: `used` requests in this quota window so far; the
-    /// caller has already waited `waited` for its rate slot.
-    Global { used: u64, waited: Duration },
-    /// Redis is unavailable: the caller applies its local limits.
-    Local,
-}
 
 /// The script's inputs for one request.
 struct Args {
@@ -84,8 +74,7 @@ impl RedisTier {
     /// The configured (`fetch:`) quota and rate-slot interval.
     fn configured(&self) -> (Rate, Duration) {
         let s = &self.core.settings;
-        let interval = s.rate_limit.per / u32::try_from(s.rate_limit.count.max(1)).unwrap_or(1);
-        (s.quota, interval)
+        (s.quota, s.rate_limit.interval())
     }
 
     fn verdict(got: Option<(i64, u64)>, quota: Rate) -> Result<Option<(Duration, u64)>> {
@@ -94,7 +83,7 @@ impl RedisTier {
             Some((wait, used)) if wait < 0 => Err(Error::QuotaExceeded {
                 used,
                 limit: quota.count,
-                period: crate::fetch::limit::period_name(quota.per),
+                period: quota.period_name(),
             }),
             Some((wait, used)) => Ok(Some((Duration::from_millis(wait as u64), used))),
         }

@@ -21,8 +21,9 @@ mod lease;
 mod limit;
 mod sub;
 
+use std::any::Any;
 use std::future::Future;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -32,16 +33,18 @@ use redis::{
     Client, Cmd, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, RedisResult, Value,
 };
 
+use crate::base::clock::Millis;
 use crate::base::config::{Config, Rate};
 use crate::base::error::{Error, Result};
+use crate::base::key::{Key, Pattern};
 use crate::base::names;
-use crate::cache::{Cache, Inner};
+use crate::cache::plug::{Admission, BoxFuture, Claim, Coordinator, Remote, SharedTier};
+use crate::cache::{Cache, WeakCache};
+use crate::disk::store::PutItem;
 use breaker::Breaker;
 use codec::Keys;
 
-pub(crate) use lease::{coordinate, Coordinated};
 pub use lease::{Lease, LeaseOutcome};
-pub use limit::Admission;
 
 /// Extra wait on the std channel beyond the call's own deadline.
 const SLACK: Duration = Duration::from_millis(50);
@@ -57,7 +60,6 @@ pub(crate) struct Settings {
     pub zstd_level: i32,
     pub quota: Rate,
     pub rate_limit: Rate,
-    pub memory_size: u64,
 }
 
 /// How the tier reaches Redis.
@@ -114,7 +116,7 @@ pub(crate) struct Core {
     /// Tags this process's invalidations so it skips its own messages.
     pub(crate) instance: String,
     /// The cache this tier belongs to (weak: the cache owns the tier).
-    cache: OnceLock<Weak<Inner>>,
+    cache: OnceLock<WeakCache>,
     pub(crate) sub: sub::State,
 }
 
@@ -138,8 +140,7 @@ impl Core {
 
     /// The owning cache, while it is alive.
     pub(crate) fn cache(&self) -> Option<Cache> {
-        let inner = self.cache.get()?.upgrade()?;
-        Some(Cache { inner })
+        self.cache.get()?.upgrade()
     }
 
     /// Bumps a persisted `redis|<what>` counter of the owning cache.
@@ -275,7 +276,6 @@ impl RedisTier {
             zstd_level: c.zstd_level,
             quota: config.fetch.quota,
             rate_limit: config.fetch.rate_limit,
-            memory_size: c.memory_size.0,
         };
         let core = Core {
             keys: Keys::new(&r.key_prefix),
@@ -292,12 +292,6 @@ impl RedisTier {
             handle,
             core: Arc::new(core),
         }))
-    }
-
-    /// Attaches the owning cache and starts the invalidation subscriber.
-    pub(crate) fn start(&self, cache: &Cache) {
-        let _ = self.core.cache.set(Arc::downgrade(&cache.inner));
-        self.handle.spawn(sub::run(self.core.clone()));
     }
 
     /// Whether Redis is reachable (the circuit breaker is closed).
@@ -390,6 +384,55 @@ fn instance_id() -> String {
 /// Keeps `Mutex` poisoning from ever panicking a caller.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl SharedTier for RedisTier {
+    fn attach(&self, cache: WeakCache) {
+        let _ = self.core.cache.set(cache);
+        self.handle.spawn(sub::run(self.core.clone()));
+    }
+    fn read(&self, key: &Key, now: Millis, allow_stale: bool) -> Option<Remote> {
+        self.read_through(key, now, allow_stale)
+    }
+    fn write_through(&self, now: Millis, items: &[PutItem<'_>]) {
+        RedisTier::write_through(self, now, items);
+    }
+    fn invalidate(&self, pattern: &Pattern) -> bool {
+        RedisTier::invalidate(self, pattern).is_some()
+    }
+    fn is_up(&self) -> bool {
+        RedisTier::is_up(self)
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl Coordinator for RedisTier {
+    fn claim<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Claim> {
+        Box::pin(async move {
+            match self.lease_async(key).await {
+                LeaseOutcome::Won(l) => Claim::Won(Box::new(l)),
+                LeaseOutcome::Filled => Claim::Filled,
+                LeaseOutcome::Unavailable | LeaseOutcome::TimedOut => Claim::Alone,
+            }
+        })
+    }
+    fn admit<'a>(
+        &'a self,
+        host: &'a str,
+        quota: Rate,
+        interval: Duration,
+    ) -> BoxFuture<'a, Result<Admission>> {
+        Box::pin(self.admit_with(host, quota, interval))
+    }
+}
+
+impl Cache {
+    /// The shared Redis tier, if one is configured.
+    pub fn redis(&self) -> Option<&RedisTier> {
+        self.shared_tier()?.as_any().downcast_ref()
+    }
 }
 
 #[cfg(test)]
