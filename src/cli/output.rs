@@ -147,3 +147,15 @@ pub fn with_progress<T>(
     pb.finish_and_clear();
     out
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn stored_instants_out_of_range_print_without_panicking() {
+        assert_eq!(super::time(i64::MAX), "9999-12-31T23:59:59.999Z");
+        assert_eq!(super::time(253_402_300_800_000), "9999-12-31T23:59:59.999Z");
+        assert_eq!(super::time(i64::MIN), "1970-01-01T00:00:00.000Z");
+        assert_eq!(super::time(-1), "1970-01-01T00:00:00.000Z");
+        assert_eq!(super::time(1_800_000_000_000), "2027-01-15T08:00:00.000Z");
+    }
+}
