@@ -221,8 +221,15 @@ fn verify_exits_4_on_corruption_and_repair_cleans() {
     assert_eq!(code(&o), 4);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["report"]["problems"][0]["kind"], "corrupt_blob");
+    // Exit 4 even though the repair cleaned: the data under the key is lost,
+    // and the output names what was removed.
     let o = fc(root, &["verify", "--repair"]);
-    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    assert_eq!(code(&o), 4, "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("removed llm:features:c1:d"),
+        "{}",
+        stdout(&o)
+    );
     assert_eq!(code(&fc(root, &["verify"])), 0);
     assert_eq!(code(&fc(root, &["get", "llm:features:c1:d"])), 1);
 }

@@ -54,8 +54,14 @@ impl Clock for ManualClock {
 }
 
 /// Formats epoch milliseconds as RFC 3339 UTC (`2026-11-21T10:00:00.000Z`).
+///
+/// Never panics: instants before the epoch print as the epoch, instants
+/// after the year 9999 (a stored expiry computed from an absurd TTL) as
+/// `9999-12-31T23:59:59.999Z`.
 pub fn rfc3339(ms: Millis) -> String {
-    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    /// The last instant RFC 3339 can write: `9999-12-31T23:59:59.999Z`.
+    const RFC3339_MAX_MS: Millis = 253_402_300_799_999;
+    let t = UNIX_EPOCH + Duration::from_millis(ms.clamp(0, RFC3339_MAX_MS) as u64);
     humantime::format_rfc3339_millis(t).to_string()
 }
 

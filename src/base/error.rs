@@ -114,20 +114,34 @@ impl Error {
         }
     }
 
-    /// The process exit code the CLI uses for this error (see README).
+    /// The process exit code the CLI uses for this error (the table in
+    /// README.md): 2 invalid input (key, pattern, config, class, size,
+    /// JSON type), 3 refused by the guard, 4 corrupt data, 5 upstream or
+    /// network, 6 local I/O or storage (disk full, unreadable file, unusable
+    /// root, damaged or newer index, cannot listen). Never 1: that is a
+    /// miss, which is `Ok(None)`, not an error. The match is exhaustive so
+    /// that a new variant has to choose its code.
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::InvalidKey { .. }
             | Error::InvalidPattern { .. }
             | Error::Config { .. }
             | Error::UnknownClass { .. }
-            | Error::TooLarge { .. } => 2,
+            | Error::TooLarge { .. }
+            | Error::Json { .. } => 2,
             Error::Stale(_) => 3,
             Error::Corrupt { .. } => 4,
-            Error::Upstream { .. } | Error::QuotaExceeded { .. } => 5,
-            Error::Loader { .. } | Error::Feed { .. } => 5,
+            Error::Upstream { .. }
+            | Error::QuotaExceeded { .. }
+            | Error::Loader { .. }
+            | Error::Feed { .. } => 5,
+            Error::Io { .. }
+            | Error::Index { .. }
+            | Error::SchemaVersion { .. }
+            | Error::Full { .. }
+            | Error::InsecureRoot { .. }
+            | Error::Listen { .. } => 6,
             Error::Shared { source } => source.exit_code(),
-            _ => 1,
         }
     }
 }

@@ -4,7 +4,19 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use clap::Args;
 use freshcache::{Cache, Config, Error, ManualClock, Put};
+
+use super::output::outln;
+use super::Status;
+
+/// Arguments of `freshcache demo`.
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Keep the demo's cache directory (its path is printed at the end).
+    #[arg(long)]
+    pub keep: bool,
+}
 
 fn feature_vector(seed: u32) -> Vec<u8> {
     // 1536 f32 values from a xorshift: realistic, barely compressible.
@@ -19,7 +31,7 @@ fn feature_vector(seed: u32) -> Vec<u8> {
         .collect()
 }
 
-pub fn run(keep: bool, mut config: Config) -> anyhow::Result<()> {
+pub fn run(a: DemoArgs, mut config: Config) -> anyhow::Result<Status> {
     let dir = tempfile::Builder::new()
         .prefix("freshcache-demo-")
         .tempdir()?;
@@ -30,29 +42,29 @@ pub fn run(keep: bool, mut config: Config) -> anyhow::Result<()> {
         .config(config)
         .clock(clock.clone())
         .open()?;
-    println!(
+    outln!(
         "== freshcache demo (cache root {}, injected clock)\n",
         cache.root().display()
-    );
+    )?;
 
-    println!("-- 1. store LLM feature vectors, odds and news under hierarchical keys");
+    outln!("-- 1. store LLM feature vectors, odds and news under hierarchical keys")?;
     for c in 1..=3 {
         let key = format!("llm:features:c{c}:2026-11-21");
         let s = cache.put(&key, &feature_vector(c), Put::default())?;
-        println!(
+        outln!(
             "  put {key:<34} {:>6} B -> {:>6} B stored  class {:<12} (raw floats barely compress: stored raw)",
             s.size, s.stored_size, s.class
-        );
+        )?;
     }
     let s = cache.put(
         "llm:features:c1:2026-11-21-copy",
         &feature_vector(1),
         Put::default(),
     )?;
-    println!(
+    outln!(
         "  put llm:features:c1:2026-11-21-copy     same bytes -> deduplicated: {}",
         s.deduplicated
-    );
+    )?;
     for (game, home, away) in [
         ("g101", -110, 100),
         ("g102", -150, 130),
@@ -64,10 +76,12 @@ pub fn run(keep: bool, mut config: Config) -> anyhow::Result<()> {
             "spread": {"home": -3.5, "away": 3.5, "price": -110}, "total": {"points": 47.5, "over": -105, "under": -115},
         });
         let s = cache.put_json(&key, &odds, Put::default())?;
-        println!(
+        outln!(
             "  put {key:<34} {:>6} B -> {:>6} B stored  class {}",
-            s.size, s.stored_size, s.class
-        );
+            s.size,
+            s.stored_size,
+            s.class
+        )?;
     }
     for (source, id, title) in [
         ("reuters", "a1", "Chiefs sign veteran safety"),
@@ -80,85 +94,87 @@ pub fn run(keep: bool, mut config: Config) -> anyhow::Result<()> {
             "summary": title.repeat(8), "published": "2026-11-21T09:00:00Z",
         });
         let s = cache.put_json(&key, &article, Put::default())?;
-        println!(
+        outln!(
             "  put {key:<34} {:>6} B -> {:>6} B stored  class {}",
-            s.size, s.stored_size, s.class
-        );
+            s.size,
+            s.stored_size,
+            s.class
+        )?;
     }
 
-    println!("\n-- 2. read them back (fresh only; verified against their blake3 names)");
+    outln!("\n-- 2. read them back (fresh only; verified against their blake3 names)")?;
     let key = format!("odds:g101:{}", start / 1000);
     let odds: serde_json::Value = cache.get_json(&key)?.expect("just stored");
-    println!("  get {key} -> moneyline {}", odds["moneyline"]);
+    outln!("  get {key} -> moneyline {}", odds["moneyline"])?;
     let v = cache
         .get("llm:features:c2:2026-11-21")?
         .expect("just stored");
-    println!(
+    outln!(
         "  get llm:features:c2:2026-11-21 -> {} bytes ({} f32)",
         v.len(),
         v.len() / 4
-    );
+    )?;
 
-    println!("\n-- 3. time passes: +61 s on the injected clock (odds TTL is 60 s)");
+    outln!("\n-- 3. time passes: +61 s on the injected clock (odds TTL is 60 s)")?;
     clock.advance(Duration::from_secs(61));
-    println!(
+    outln!(
         "  get {key} -> {}",
         if cache.get(&key)?.is_some() {
             "fresh"
         } else {
             "miss (expired)"
         }
-    );
+    )?;
     let e = cache.get_entry(&key)?.expect("still on disk");
-    println!(
+    outln!(
         "  get_entry shows it {:?}, kept for revalidation",
         e.meta.freshness
-    );
-    println!(
+    )?;
+    outln!(
         "  get news:reuters:a1 -> {}",
         if cache.get("news:reuters:a1")?.is_some() {
             "fresh (news TTL 1h)"
         } else {
             "miss"
         }
-    );
+    )?;
 
-    println!("\n-- 4. staleness guard at inference time");
+    outln!("\n-- 4. staleness guard at inference time")?;
     let ok = cache
         .guard()
         .require(&["llm:features:c1:2026-11-21", "news:reuters:*"])?;
-    println!("  accepted: {} signals, all fresh", ok.signals.len());
+    outln!("  accepted: {} signals, all fresh", ok.signals.len())?;
     match cache
         .guard()
         .require(&["llm:features:c1:2026-11-21", "odds:g101:*", "odds:g999:*"])
     {
         Err(Error::Stale(stale)) => {
-            println!("  REFUSED inference run, {} bad signal(s):", stale.len());
+            outln!("  REFUSED inference run, {} bad signal(s):", stale.len())?;
             for s in stale {
-                println!("    {}", freshcache::summarize(std::slice::from_ref(&s)));
+                outln!("    {}", freshcache::summarize(std::slice::from_ref(&s)))?;
             }
         }
         other => anyhow::bail!("guard should have refused: {other:?}"),
     }
 
-    println!("\n-- 5. invalidate a pattern");
-    println!(
+    outln!("\n-- 5. invalidate a pattern")?;
+    outln!(
         "  invalidate news:reuters:* -> {} key(s) removed",
         cache.invalidate("news:reuters:*")?
-    );
-    println!(
+    )?;
+    outln!(
         "  remaining news: {:?}",
         cache
             .list(Some("news:*"))?
             .into_iter()
             .map(|m| m.key)
             .collect::<Vec<_>>()
-    );
+    )?;
 
-    println!("\n-- 6. eviction: cap the cache below its size");
+    outln!("\n-- 6. eviction: cap the cache below its size")?;
     let before = cache.disk_bytes()?;
     let r = cache.evict_with(Some(before * 3 / 4), None)?;
-    println!(
+    outln!(
         "  cap {} B: removed {} entries ({} expired first), {} B -> {} B in {} ms",
         r.max_bytes,
         r.entries_removed,
@@ -166,20 +182,20 @@ pub fn run(keep: bool, mut config: Config) -> anyhow::Result<()> {
         r.bytes_before,
         r.bytes_after,
         r.elapsed_ms
-    );
+    )?;
 
-    crate::fetch::demo(&cache, &clock)?;
+    super::fetch::demo(&cache, &clock)?;
 
-    println!("\n-- 7. stats");
+    outln!("\n-- 7. stats")?;
     cache.flush()?;
     let s = cache.stats()?;
-    println!(
+    outln!(
         "  entries {}  stored {} B  logical {} B  hits {}  misses {}  hit rate {:.0}%  guard checks {}  ttl violations {}",
         s.entries, s.stored_bytes, s.logical_bytes, s.hits, s.misses, 100.0 * s.hit_rate, s.guard_checks, s.ttl_violations
-    );
-    if keep {
+    )?;
+    if a.keep {
         let path = dir.keep();
-        println!("\nkept the demo cache at {}", path.display());
+        outln!("\nkept the demo cache at {}", path.display())?;
     }
-    Ok(())
+    Ok(Status::Ok)
 }

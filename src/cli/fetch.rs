@@ -1,15 +1,14 @@
-//! `freshcache fetch`, `freshcache feeds refresh`, and the demo's
-//! revalidation section (against an origin it starts on 127.0.0.1).
+//! `freshcache fetch`, and the demo's revalidation section (against an
+//! origin it starts on 127.0.0.1).
 
 use std::time::Duration;
 
-use anyhow::Context;
-use clap::{Args, Subcommand};
-use freshcache::fetch::feeds;
+use clap::Args;
 use freshcache::{Cache, FetchOptions, Fetcher, ManualClock, Outcome};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::{parse_dur, print_json, Status};
+use super::output::{outln, print_json};
+use super::{parse_dur, runtime, Status};
 
 /// Arguments of `freshcache fetch`.
 #[derive(Args, Debug)]
@@ -22,7 +21,7 @@ pub struct FetchArgs {
     /// Class to store under (default: by key prefix).
     #[arg(long)]
     pub class: Option<String>,
-    /// TTL such as 90s, 5m (the server's Cache-Control may shorten it).
+    /// TTL such as 90s, 5m (the server's Cache-Control may shorten it; at most 100 years).
     #[arg(long, value_parser = parse_dur)]
     pub ttl: Option<Duration>,
     /// Revalidate even if the entry is fresh.
@@ -31,28 +30,12 @@ pub struct FetchArgs {
     /// On upstream failure, return the stored copy marked stale.
     #[arg(long)]
     pub stale_if_error: bool,
+    /// Print the outcome (outcome, status, body_bytes, requests, error) as JSON.
     #[arg(long)]
     pub json: bool,
 }
 
-/// `freshcache feeds ...`
-#[derive(Subcommand, Debug)]
-pub enum FeedsCmd {
-    /// Revalidate every configured feed; store new articles as news:<feed>:<id>.
-    Refresh {
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
-}
-
-fn outcome_name(o: Outcome) -> &'static str {
+pub fn outcome_name(o: Outcome) -> &'static str {
     match o {
         Outcome::Fresh => "fresh (from cache, no request)",
         Outcome::Revalidated => "revalidated (304, no body)",
@@ -77,47 +60,16 @@ pub fn fetch(cache: &Cache, args: FetchArgs) -> anyhow::Result<Status> {
         print_json(&out)?;
     } else {
         let status = out.status.map_or("-".to_string(), |s| s.to_string());
-        println!("{}  {}", args.key, outcome_name(out.outcome));
-        println!("  HTTP status     {status}");
-        println!("  body bytes      {}", out.body_bytes);
-        println!("  requests        {}", out.requests);
+        outln!("{}  {}", args.key, outcome_name(out.outcome))?;
+        outln!("  HTTP status     {status}")?;
+        outln!("  body bytes      {}", out.body_bytes)?;
+        outln!("  requests        {}", out.requests)?;
         if let Some(e) = &out.error {
-            println!("  upstream error  {e}");
+            outln!("  upstream error  {e}")?;
         }
     }
     cache.flush()?;
     Ok(Status::Ok)
-}
-
-/// `freshcache feeds refresh`: exit 5 if any feed failed (after all ran).
-pub fn feeds(cache: &Cache, cmd: FeedsCmd) -> anyhow::Result<Status> {
-    let FeedsCmd::Refresh { json } = cmd;
-    let config = cache.config();
-    let fetcher = Fetcher::new(cache)?;
-    let reports = runtime()?.block_on(feeds::refresh_all(&fetcher, &config.feeds));
-    if json {
-        print_json(&reports)?;
-    } else if reports.is_empty() {
-        println!("no feeds configured (config `feeds:`)");
-    }
-    if !json {
-        for r in &reports {
-            match (&r.error, r.outcome) {
-                (Some(e), _) => println!("{:<16} FAILED  {e}", r.name),
-                (None, Some(o)) => println!(
-                    "{:<16} {:<32} {:>8} B  {} article(s) stored",
-                    r.name,
-                    outcome_name(o),
-                    r.body_bytes,
-                    r.articles
-                ),
-                (None, None) => {}
-            }
-        }
-    }
-    cache.flush()?;
-    let worst = reports.iter().filter_map(|r| r.exit_code).max();
-    Ok(worst.map_or(Status::Ok, |c| Status::Code(c as u8)))
 }
 
 /// A one-resource origin for the demo: `ETag: "v1"`, `max-age=60`, and a
@@ -155,7 +107,7 @@ async fn demo_origin() -> anyhow::Result<std::net::SocketAddr> {
 
 /// The demo's section: fetch, hit, expire, revalidate with a 304.
 pub fn demo(cache: &Cache, clock: &ManualClock) -> anyhow::Result<()> {
-    println!("\n-- fetch: conditional GET against a local origin (127.0.0.1, no internet)");
+    outln!("\n-- fetch: conditional GET against a local origin (127.0.0.1, no internet)")?;
     let rt = runtime()?;
     let addr = rt.block_on(demo_origin())?;
     let url = format!("http://{addr}/odds/g101");
@@ -167,11 +119,11 @@ pub fn demo(cache: &Cache, clock: &ManualClock) -> anyhow::Result<()> {
         let status = o
             .status
             .map_or("no request".into(), |s| format!("HTTP {s}"));
-        println!(
+        outln!(
             "  {what:<26} {:<32} {status:<11} {:>3} body bytes",
             outcome_name(o.outcome),
             o.body_bytes
-        );
+        )?;
         Ok(())
     };
     show("first fetch")?;
@@ -179,9 +131,10 @@ pub fn demo(cache: &Cache, clock: &ManualClock) -> anyhow::Result<()> {
     clock.advance(Duration::from_secs(61));
     show("+61 s: stale, revalidate")?;
     let s = cache.stats()?;
-    println!(
+    outln!(
         "  upstream requests {:?}, bytes saved by 304s: {}",
-        s.upstream_requests, s.bytes_saved_by_304
-    );
+        s.upstream_requests,
+        s.bytes_saved_by_304
+    )?;
     Ok(())
 }

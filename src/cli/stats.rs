@@ -1,0 +1,104 @@
+//! `freshcache stats`: hit rates, sizes, TTL violations; or Prometheus text.
+
+use clap::Args;
+use freshcache::{Cache, Config};
+
+use super::output::{outln, print_json, Stdout};
+use super::Status;
+
+/// Arguments of `freshcache stats`.
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    /// Print the statistics as a JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Print Prometheus text exposition instead.
+    #[arg(long, conflicts_with = "json")]
+    pub prometheus: bool,
+}
+
+/// `freshcache stats [--json | --prometheus]`.
+pub fn stats(cache: &Cache, a: StatsArgs) -> anyhow::Result<Status> {
+    let s = cache.stats()?;
+    if a.prometheus {
+        std::io::Write::write_all(&mut Stdout, cache.metrics()?.finish().as_bytes())?;
+    } else if a.json {
+        print_json(&s)?;
+    } else {
+        print_stats(&s, &cache.config())?;
+    }
+    Ok(Status::Ok)
+}
+
+/// The human-readable report.
+pub fn print_stats(s: &freshcache::Stats, config: &Config) -> std::io::Result<()> {
+    outln!("entries          {}", s.entries)?;
+    outln!(
+        "stored bytes     {} (logical {}, index {})",
+        s.stored_bytes,
+        s.logical_bytes,
+        s.index_bytes
+    )?;
+    outln!(
+        "hits / misses    {} / {}  (hit rate {:.1}%)",
+        s.hits,
+        s.misses,
+        100.0 * s.hit_rate
+    )?;
+    outln!("hits by tier     {:?}", s.hits_by_tier)?;
+    outln!("upstream avoided {}", s.upstream_calls_avoided)?;
+    outln!("corrupt blobs    {}", s.corrupt_blobs)?;
+    outln!(
+        "evicted          {} entries, {} bytes",
+        s.evicted_entries,
+        s.evicted_bytes
+    )?;
+    if s.redis.configured {
+        let r = &s.redis;
+        outln!(
+            "redis tier       {}: {} hits, {} misses, {} backfills, {} writes, {} errors",
+            if r.up { "up" } else { "DOWN" },
+            r.hits,
+            r.misses,
+            r.backfills,
+            r.writes,
+            r.errors
+        )?;
+        outln!(
+            "redis leases     {} won, {} waited; {} invalidations received",
+            r.leases_won,
+            r.leases_waited,
+            r.invalidations_received
+        )?;
+    }
+    let threshold = config.monitoring.ttl_violation_threshold;
+    outln!(
+        "{:<14} {:>7} {:>7} {:>8} {:>8} {:>10} {:>10}",
+        "CLASS",
+        "HITS",
+        "MISSES",
+        "HIT%",
+        "CHECKS",
+        "VIOLATIONS",
+        "RATE"
+    )?;
+    for (class, c) in &s.by_class {
+        let hits: u64 = c.hits.values().sum();
+        let flag = if c.ttl_violation_rate > threshold {
+            " (above threshold)"
+        } else {
+            ""
+        };
+        outln!(
+            "{:<14} {:>7} {:>7} {:>7.1}% {:>8} {:>10} {:>9.2}%{flag}",
+            class,
+            hits,
+            c.misses,
+            100.0 * c.hit_rate,
+            c.guard_checks,
+            c.ttl_violations,
+            100.0 * c.ttl_violation_rate
+        )?;
+    }
+    Ok(())
+}
