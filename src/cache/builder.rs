@@ -1,0 +1,165 @@
+//! Building a cache: configuration, clock, the root's safety checks.
+
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+
+use super::{
+    plug::{Coordinator, SharedTier},
+    Cache, Inner, WeakCache,
+};
+use crate::base::clock::{Clock, Millis, SystemClock};
+use crate::base::config::Config;
+use crate::base::error::{Error, Result};
+use crate::base::policy::Classes;
+use crate::disk::blob::files::{self, BlobFiles};
+use crate::disk::blob::Digest;
+use crate::disk::hot::HotMap;
+use crate::disk::index::Index;
+use crate::disk::stats::Recorder;
+use crate::disk::store::Store;
+use crate::disk::tier::HotTier;
+
+/// Builds a [`Cache`].
+///
+/// ## Defaults
+/// Everything comes from the embedded `config/runtime.yml` (root
+/// `data/cache`, 10 GiB cap, zstd level 3, blobs over 32 KiB encoded in
+/// files, 64 MiB L1, access batches of 1 s) and the system clock.
+#[derive(Debug, Clone)]
+pub struct CacheBuilder {
+    config: Config,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for CacheBuilder {
+    fn default() -> Self {
+        CacheBuilder {
+            config: Config::default(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl CacheBuilder {
+    /// Uses a whole configuration.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+    /// Sets the cache root.
+    pub fn root(mut self, root: impl AsRef<Path>) -> Self {
+        self.config.cache.root = root.as_ref().to_path_buf();
+        self
+    }
+    /// Sets the eviction cap (bytes stored).
+    pub fn max_bytes(mut self, n: u64) -> Self {
+        self.config.cache.max_size.0 = n;
+        self
+    }
+    /// Sets the L1 memory budget.
+    pub fn memory_bytes(mut self, n: u64) -> Self {
+        self.config.cache.memory_size.0 = n;
+        self
+    }
+    /// Encoded blobs larger than this go to files.
+    pub fn inline_max(mut self, n: u64) -> Self {
+        self.config.cache.inline_max.0 = n;
+        self
+    }
+    /// Injects a clock (tests use [`crate::ManualClock`]).
+    pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+    /// Injects a shared clock.
+    pub fn clock_arc(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The configuration this builder will open with.
+    pub(crate) fn config_ref(&self) -> &Config {
+        &self.config
+    }
+
+    /// Opens (creating if needed) the cache with the given plug-ins
+    /// (`crate::open` passes the ones the config describes).
+    pub(crate) fn build(
+        self,
+        shared: Option<Arc<dyn SharedTier>>,
+        coordinator: Option<Arc<dyn Coordinator>>,
+    ) -> Result<Cache> {
+        let root = self.config.cache.root.clone();
+        prepare_root(&root)?;
+        let c = &self.config.cache;
+        let store = Store {
+            index: Index::open(&root, c.fsync)?,
+            files: BlobFiles::new(&root, c.fsync)?,
+            inline_max: c.inline_max.0,
+            max_blob: crate::base::limits::MAX_BLOB_BYTES,
+            unlinks: Default::default(),
+            zstd_level: c.zstd_level,
+        };
+        let hot = HotMap::new(&store.index, c.fsync, 1 << 20)?;
+        let tier = if c.hot_tier {
+            HotTier::open(&root, c.hot_tier_size.0)
+        } else {
+            None
+        };
+        let l1 = moka::sync::Cache::builder()
+            .max_capacity(c.memory_size.0)
+            .weigher(|_: &Digest, v: &Bytes| u32::try_from(v.len() + 64).unwrap_or(u32::MAX))
+            .build();
+        let window = c.access_flush.0.as_millis() as Millis;
+        let classes = Classes::from_config(&self.config);
+        let cache = Cache {
+            inner: Arc::new(Inner {
+                root,
+                classes: RwLock::new(Arc::new(classes)),
+                config: RwLock::new(Arc::new(self.config)),
+                store,
+                l1,
+                clock: self.clock,
+                recorder: Recorder::new(window),
+                latency: Default::default(),
+                hot,
+                tier,
+                flights: Default::default(),
+                shared,
+                coordinator,
+            }),
+        };
+        if let Some(s) = &cache.inner.shared {
+            s.attach(WeakCache(Arc::downgrade(&cache.inner)));
+        }
+        Ok(cache)
+    }
+}
+
+/// Creates the root 0700 and refuses one owned by another user.
+fn prepare_root(root: &Path) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !root.exists() {
+        files::mkdir(root)?;
+    }
+    let meta = std::fs::metadata(root).map_err(|e| Error::io(root, e))?;
+    if !meta.is_dir() {
+        return Err(Error::InsecureRoot {
+            path: root.into(),
+            reason: "not a directory",
+        });
+    }
+    if meta.uid() != rustix::process::geteuid().as_raw() {
+        return Err(Error::InsecureRoot {
+            path: root.into(),
+            reason: "owned by another user",
+        });
+    }
+    if meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io(root, e))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,299 @@
+//! The read path: key → hot map → L1 (by the blob hash the index names) →
+//! disk → verify → shared tier; fresh only unless asked for stale.
+
+use std::cell::RefCell;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+use super::{plug::Remote, Cache, Entry, Meta};
+use crate::base::clock::Millis;
+use crate::base::error::{Error, Result};
+use crate::base::key::Key;
+use crate::base::names::{self, Tier};
+use crate::base::policy::Freshness;
+use crate::disk::blob::Digest;
+use crate::disk::index::Row;
+use crate::disk::store::EntryFields;
+
+impl Cache {
+    /// The value of `key` if it is fresh; `Ok(None)` for missing or expired.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`] or a storage error. A corrupt blob is not an
+    /// error: it is quarantined and the get is a miss.
+    pub fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        let start = std::time::Instant::now();
+        let key = Key::new(key)?;
+        let now = self.now();
+        let generation = self.inner.hot.sync(&self.inner.store.index)?;
+        let out = match self.hot_get(&key, now) {
+            Some(b) => Some(b),
+            None => self
+                .read_at(&key, now, false, Some(generation))?
+                .map(|(_, b)| b),
+        };
+        self.inner.latency.get.observe(start.elapsed());
+        Ok(out)
+    }
+
+    /// Deserialises the fresh value of `key` from JSON.
+    ///
+    /// # Errors
+    /// As [`Cache::get`], plus [`Error::Json`] when the bytes do not parse as `T`.
+    pub fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        match self.get(key)? {
+            None => Ok(None),
+            Some(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| Error::Json {
+                    key: key.into(),
+                    source: e,
+                }),
+        }
+    }
+
+    /// The entry for `key`, fresh or stale, with its metadata.
+    ///
+    /// # Errors
+    /// As [`Cache::get`].
+    pub fn get_entry(&self, key: &str) -> Result<Option<Entry>> {
+        let key = Key::new(key)?;
+        let now = self.now();
+        Ok(self.read(&key, now, true)?.map(|(row, value)| Entry {
+            meta: Meta::from_row(row, now),
+            value,
+        }))
+    }
+
+    /// The metadata of `key` without reading its bytes.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`] or a storage error.
+    pub fn stat(&self, key: &str) -> Result<Option<Meta>> {
+        let key = Key::new(key)?;
+        let now = self.now();
+        let read = self.inner.store.read(key.as_str(), now, |_| false)?;
+        Ok(read.map(|r| Meta::from_row(r.row, now)))
+    }
+
+    /// Fresh values of several keys, read as of one snapshot.
+    ///
+    /// # Errors
+    /// The first invalid key, or a storage error.
+    pub fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
+        let keys = keys
+            .iter()
+            .map(|k| Key::new(*k))
+            .collect::<Result<Vec<_>>>()?;
+        let now = self.now();
+        let strs: Vec<&str> = keys.iter().map(Key::as_str).collect();
+        let l1_hits = RefCell::new(Vec::new());
+        let reads = self
+            .inner
+            .store
+            .read_many(&strs, now, |row| self.want_bytes(row, now, false, &l1_hits))?;
+        let l1_hits = l1_hits.into_inner();
+        let mut out = Vec::with_capacity(keys.len());
+        for (key, read) in keys.iter().zip(reads) {
+            out.push(
+                self.finish_read(key, read, now, false, &l1_hits)
+                    .map(|(_, b)| b),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Whether a read needs the blob bytes: not when the entry is expired and
+    /// stale is not allowed, not when L1 holds them (then remember the hit).
+    fn want_bytes(
+        &self,
+        row: &Row,
+        now: Millis,
+        allow_stale: bool,
+        l1_hits: &RefCell<Vec<(Digest, Bytes, Tier)>>,
+    ) -> bool {
+        if !allow_stale && !Freshness::at(row.expires_at, now).is_fresh() {
+            return false;
+        }
+        if l1_hits.borrow().iter().any(|(d, _, _)| *d == row.hash) {
+            return false;
+        }
+        if let Some(b) = self.inner.l1.get(&row.hash) {
+            l1_hits.borrow_mut().push((row.hash, b, Tier::Memory));
+            return false;
+        }
+        if let Some(b) = self.inner.tier.as_ref().and_then(|t| t.get(&row.hash)) {
+            self.inner.l1.insert(row.hash, b.clone());
+            l1_hits.borrow_mut().push((row.hash, b, Tier::Hot));
+            return false;
+        }
+        true
+    }
+
+    /// A repeated get answered from the hot map and L1, without the index.
+    /// The caller has synced the hot map.
+    fn hot_get(&self, key: &Key, now: Millis) -> Option<Bytes> {
+        let e = self.inner.hot.get(key.as_str())?;
+        if !Freshness::at(e.expires_at, now).is_fresh() {
+            return None;
+        }
+        let bytes = self.inner.l1.get(&e.hash)?;
+        let hit = Some((Tier::Memory, &*e.class));
+        if self
+            .inner
+            .recorder
+            .access(key.as_str(), hit, Some(e.last_access), now)
+        {
+            self.flush_soon();
+        }
+        Some(bytes)
+    }
+
+    /// Reads one key through L1 and the disk tier, counting the hit or miss.
+    pub(crate) fn read(
+        &self,
+        key: &Key,
+        now: Millis,
+        allow_stale: bool,
+    ) -> Result<Option<(Row, Bytes)>> {
+        self.read_at(key, now, allow_stale, None)
+    }
+
+    /// As [`Cache::read`]; a fresh result is remembered in the hot map if
+    /// `generation` (from a sync before the read) is still current then.
+    fn read_at(
+        &self,
+        key: &Key,
+        now: Millis,
+        allow_stale: bool,
+        generation: Option<u64>,
+    ) -> Result<Option<(Row, Bytes)>> {
+        let l1_hits = RefCell::new(Vec::new());
+        let read = self.inner.store.read(key.as_str(), now, |row| {
+            self.want_bytes(row, now, allow_stale, &l1_hits)
+        })?;
+        let out = self.finish_read(key, read, now, allow_stale, &l1_hits.into_inner());
+        if let (Some(g), Some((row, _))) = (generation, &out) {
+            if Freshness::at(row.expires_at, now).is_fresh() {
+                let e = crate::disk::hot::HotEntry {
+                    hash: row.hash,
+                    expires_at: row.expires_at,
+                    class: row.class.as_str().into(),
+                    last_access: row.last_access,
+                };
+                self.inner.hot.insert(key.as_str(), e, g);
+            }
+        }
+        Ok(out)
+    }
+
+    fn finish_read(
+        &self,
+        key: &Key,
+        read: Option<crate::disk::store::Read>,
+        now: Millis,
+        allow_stale: bool,
+        l1_hits: &[(Digest, Bytes, Tier)],
+    ) -> Option<(Row, Bytes)> {
+        let redis = |allow_stale| self.read_through(key, now, allow_stale);
+        let Some(read) = read else {
+            if let Some(hit) = redis(allow_stale) {
+                return Some(hit);
+            }
+            self.count(names::miss(&self.classes().classify(key.as_str()).0), 1);
+            return None;
+        };
+        let fresh = Freshness::at(read.row.expires_at, now).is_fresh();
+        if let Some(hit) = (!fresh).then(|| redis(false)).flatten() {
+            return Some(hit);
+        }
+        if !fresh && !allow_stale {
+            self.count(names::miss(&read.row.class), 1);
+            return None;
+        }
+        let (tier, bytes) = match read.bytes {
+            Some(b) => {
+                let b = Bytes::from(b);
+                self.inner.l1.insert(read.row.hash, b.clone());
+                if let Some(t) = &self.inner.tier {
+                    t.insert(&read.row.hash, &b);
+                }
+                (Tier::Disk, b)
+            }
+            None => {
+                let (_, b, tier) = l1_hits.iter().find(|(d, _, _)| *d == read.row.hash)?;
+                (*tier, b.clone())
+            }
+        };
+        let hit = fresh.then_some((tier, read.row.class.as_str()));
+        if self
+            .inner
+            .recorder
+            .access(key.as_str(), hit, Some(read.row.last_access), now)
+        {
+            self.flush_soon();
+        }
+        Some((read.row, bytes))
+    }
+
+    /// Looks `key` up in the shared tier after a local miss (or a stale
+    /// local copy). A usable copy is backfilled into the local store with
+    /// its own metadata (never written back through) and returned with the
+    /// row it now has.
+    fn read_through(&self, key: &Key, now: Millis, allow_stale: bool) -> Option<(Row, Bytes)> {
+        let remote = self.inner.shared.as_ref()?.read(key, now, allow_stale)?;
+        let fresh = Freshness::at(remote.expires_at, now).is_fresh();
+        self.backfill(key, &remote);
+        let row = Row {
+            key: key.as_str().to_owned(),
+            blob_id: -1,
+            hash: remote.hash,
+            class: remote.class,
+            size: remote.value.len() as u64,
+            stored_size: remote.value.len() as u64,
+            codec: crate::disk::blob::codec::Codec::Raw,
+            created_at: remote.created_at,
+            expires_at: remote.expires_at,
+            etag: remote.etag,
+            last_modified: remote.last_modified,
+            headers: remote.headers,
+            hits: 0,
+            last_access: now,
+            is_file: false,
+        };
+        let bytes = Bytes::from(remote.value);
+        if (bytes.len() as u64) <= self.config().cache.memory_size.0 / 16 {
+            self.inner.l1.insert(row.hash, bytes.clone());
+        }
+        if fresh {
+            self.count(names::hit(Tier::Redis, &row.class), 1);
+        }
+        Some((row, bytes))
+    }
+
+    /// Copies a shared-tier entry into the local store with its metadata.
+    fn backfill(&self, key: &Key, remote: &Remote) {
+        let fields = EntryFields {
+            class: &remote.class,
+            created_at: remote.created_at,
+            expires_at: remote.expires_at,
+            etag: remote.etag.as_deref(),
+            last_modified: remote.last_modified.as_deref(),
+            headers: remote.headers.as_deref(),
+        };
+        let result = self
+            .admit(&self.config(), remote.value.len() as u64)
+            .and_then(|()| {
+                self.inner
+                    .store
+                    .put(key.as_str(), &remote.value, &remote.hash, &fields)
+            });
+        match result {
+            Ok(_) => self.count(names::redis("backfills"), 1),
+            Err(e) => {
+                tracing::warn!(key = key.as_str(), error = %e, "could not backfill from the shared tier")
+            }
+        }
+    }
+}
