@@ -1,0 +1,367 @@
+//! `config/runtime.yml`: the seeds' shape plus feeds. Loading is layered:
+//! the embedded default, then the file, then `FRESHCACHE_*` environment
+//! variables, then validation. Every error names the field and the source.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+mod units;
+mod validate;
+
+pub use units::{Dur, Rate, Size};
+
+use serde::{Deserialize, Serialize};
+use serde_yaml::Value;
+
+use crate::base::error::{Error, Result};
+
+/// The configuration compiled into the binary (`config/runtime.yml`).
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../../config/runtime.yml");
+
+/// The whole runtime configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub cache: CacheConfig,
+    pub classes: BTreeMap<String, ClassConfig>,
+    pub cleanup: CleanupConfig,
+    pub monitoring: MonitoringConfig,
+    pub fetch: FetchConfig,
+    #[serde(default)]
+    pub feeds: Vec<FeedConfig>,
+    pub daemon: DaemonConfig,
+    /// The shared Redis tier; `url: null` (the default) means none.
+    #[serde(default)]
+    pub redis: RedisConfig,
+}
+
+/// `cache:` — where and how blobs are stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    pub root: PathBuf,
+    pub max_size: Size,
+    pub high_watermark: f64,
+    pub low_watermark: f64,
+    pub hard_limit: Option<Size>,
+    pub on_full: OnFull,
+    pub zstd_level: i32,
+    pub inline_max: Size,
+    pub max_value_size: Size,
+    pub memory_size: Size,
+    pub default_ttl: Dur,
+    pub access_flush: Dur,
+    pub fsync: bool,
+    pub hot_tier: bool,
+    pub hot_tier_size: Size,
+}
+
+/// What a put does when it would pass `hard_limit`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFull {
+    /// Run an eviction pass first.
+    Evict,
+    /// Refuse the put with [`Error::Full`].
+    Reject,
+}
+
+/// One TTL class (the seeds' CacheDataType).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClassConfig {
+    pub prefix: String,
+    pub ttl: Dur,
+}
+
+/// `cleanup:` — the eviction schedule.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CleanupConfig {
+    pub interval: String,
+    pub gc_grace: Dur,
+}
+
+/// `monitoring:` — alert thresholds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MonitoringConfig {
+    pub ttl_violation_threshold: f64,
+    pub cache_hit_ratio_threshold: f64,
+}
+
+/// `fetch:` — upstream politeness.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FetchConfig {
+    pub rate_limit: Rate,
+    pub quota: Rate,
+    pub timeout: Dur,
+    pub connect_timeout: Dur,
+    pub retries: u32,
+    pub max_redirects: u32,
+    pub server_ttl: ServerTtl,
+}
+
+/// Whether a server's `max-age` may lengthen the class TTL.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerTtl {
+    /// The shorter of the class TTL and the server's freshness wins.
+    Shorter,
+    /// The server's freshness wins when it speaks.
+    Server,
+}
+
+/// One news feed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FeedConfig {
+    pub name: String,
+    pub url: String,
+    pub every: Dur,
+    #[serde(default)]
+    pub class: Option<String>,
+}
+
+/// `daemon:` — `freshcache run`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Address of `/metrics`, `/healthz`, `/v1/stats` (`--listen` overrides).
+    pub listen: std::net::SocketAddr,
+    /// How often stored bytes are compared with the high watermark.
+    pub size_check: Dur,
+    /// On SIGTERM, in-flight fetches get this long before they are cancelled.
+    pub shutdown_grace: Dur,
+    /// Warm-up requests in flight at once.
+    pub warm_concurrency: usize,
+    /// Loaded on start: a URL fetched into `key`, or a key for the loader.
+    #[serde(default)]
+    pub warm: Vec<WarmItem>,
+}
+
+/// One warm-up item.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WarmItem {
+    pub key: String,
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub class: Option<String>,
+}
+
+/// `redis:` — the shared tier between the local tiers and the upstream.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://host:port/db` or `rediss://` (TLS); several comma-separated
+    /// seed nodes for a cluster. `None`: no Redis tier.
+    pub url: Option<String>,
+    /// Talk to a Redis Cluster (keys carry `{...}` hash tags).
+    pub cluster: bool,
+    /// Overrides the URL's password (e.g. from `FRESHCACHE_REDIS_PASSWORD`).
+    pub password: Option<String>,
+    /// Prefix of every Redis key and channel (several caches may share a server).
+    pub key_prefix: String,
+    /// Values up to this size ride inside the metadata record.
+    pub inline_max: Size,
+    /// Larger values are shared by blob hash up to this size; above it only
+    /// the metadata is shared.
+    pub max_blob_size: Size,
+    /// Deadline of every Redis call.
+    pub timeout: Dur,
+    /// Redis keeps an entry this long past its expiry (for revalidation).
+    pub grace: Dur,
+    /// Lifetime of a cross-instance fetch lease (renewed while held).
+    pub lease_ttl: Dur,
+    /// Longest pause of the circuit breaker between probes.
+    pub max_backoff: Dur,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: None,
+            cluster: false,
+            password: None,
+            key_prefix: "freshcache".into(),
+            inline_max: Size(16 << 10),
+            max_blob_size: Size(8 << 20),
+            timeout: Dur(Duration::from_millis(250)),
+            grace: Dur(Duration::from_secs(600)),
+            lease_ttl: Dur(Duration::from_secs(30)),
+            max_backoff: Dur(Duration::from_secs(5)),
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisConfig {
+    /// Passwords (in the URL or the field) are never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = self.url.as_deref().map(redact_url);
+        f.debug_struct("RedisConfig")
+            .field("url", &url)
+            .field("cluster", &self.cluster)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("key_prefix", &self.key_prefix)
+            .field("inline_max", &self.inline_max)
+            .field("max_blob_size", &self.max_blob_size)
+            .field("timeout", &self.timeout)
+            .field("grace", &self.grace)
+            .field("lease_ttl", &self.lease_ttl)
+            .field("max_backoff", &self.max_backoff)
+            .finish()
+    }
+}
+
+/// `redis://user:secret@host` → `redis://user:***@host`.
+pub(crate) fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(|u| match (u.find("://"), u.rfind('@')) {
+            (Some(s), Some(at)) if at > s => {
+                let creds = &u[s + 3..at];
+                let user = creds.split(':').next().unwrap_or("");
+                format!("{}{user}:***{}", &u[..s + 3], &u[at..])
+            }
+            _ => u.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::from_layers(None, std::iter::empty()).expect("embedded default config is valid")
+    }
+}
+
+impl Config {
+    /// Loads `path` over the embedded default, then applies `FRESHCACHE_*`
+    /// variables from the process environment.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the file and field; [`Error::Io`] if the file
+    /// cannot be read.
+    pub fn load(path: impl AsRef<Path>) -> Result<Config> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Config::from_layers(Some((path.display().to_string(), &text)), std::env::vars())
+    }
+
+    /// The embedded default plus the process environment.
+    ///
+    /// # Errors
+    /// [`Error::Config`] if an environment override is invalid.
+    pub fn from_env() -> Result<Config> {
+        Config::from_layers(None, std::env::vars())
+    }
+
+    /// Parses a YAML document (named `source_name` in errors) over the
+    /// embedded default, then the given environment overrides.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the source and field.
+    pub fn from_layers(
+        file: Option<(String, &str)>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config> {
+        let mut tree: Value = serde_yaml::from_str(EMBEDDED_DEFAULT).expect("embedded yaml");
+        let source_name = file
+            .as_ref()
+            .map_or("<embedded default>".to_string(), |f| f.0.clone());
+        if let Some((name, text)) = file {
+            let layer: Value = serde_yaml::from_str(text).map_err(|e| Error::Config {
+                source_name: name.clone(),
+                field: e
+                    .location()
+                    .map_or("?".into(), |l| format!("line {}", l.line())),
+                reason: e.to_string(),
+            })?;
+            if !layer.is_null() {
+                merge(&mut tree, layer);
+            }
+        }
+        let mut env_names = Vec::new();
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix("FRESHCACHE_") else {
+                continue;
+            };
+            let parsed: Value = serde_yaml::from_str(&value).unwrap_or(Value::String(value));
+            if set_path(&mut tree, &rest.to_ascii_lowercase(), parsed) {
+                env_names.push(name);
+            }
+        }
+        let source_name = if env_names.is_empty() {
+            source_name
+        } else {
+            format!("{source_name} (with {})", env_names.join(", "))
+        };
+        let config: Config = serde_path_to_error::deserialize(tree).map_err(|e| Error::Config {
+            source_name: source_name.clone(),
+            field: e.path().to_string(),
+            reason: e.inner().to_string(),
+        })?;
+        config.validate().map_err(|(field, reason)| Error::Config {
+            source_name,
+            field,
+            reason,
+        })?;
+        Ok(config)
+    }
+}
+
+/// Deep-merges `layer` into `base`: mappings merge key by key, anything else replaces.
+fn merge(base: &mut Value, layer: Value) {
+    match (base, layer) {
+        (Value::Mapping(b), Value::Mapping(l)) => {
+            for (k, v) in l {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+/// Sets the field named by an underscore path such as `cache_max_size` or
+/// `classes_llm_features_ttl`, matching the longest existing field name at
+/// each level (field names contain underscores too).
+fn set_path(node: &mut Value, path: &str, value: Value) -> bool {
+    let Value::Mapping(map) = node else {
+        return false;
+    };
+    let mut names: Vec<String> = map
+        .keys()
+        .filter_map(|k| k.as_str().map(str::to_owned))
+        .collect();
+    names.sort_by_key(|n| std::cmp::Reverse(n.len()));
+    for name in names {
+        if path == name {
+            map.insert(Value::String(name), value);
+            return true;
+        }
+        if let Some(rest) = path
+            .strip_prefix(name.as_str())
+            .and_then(|r| r.strip_prefix('_'))
+        {
+            let child = map.get_mut(name.as_str()).expect("name came from map");
+            if child.is_null() {
+                *child = Value::Mapping(Default::default());
+            }
+            if set_path(child, rest, value.clone()) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests;

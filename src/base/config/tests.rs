@@ -1,0 +1,139 @@
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+#[test]
+fn embedded_default_has_the_seed_ttls() {
+    let c = Config::default();
+    let ttl = |n: &str| c.classes[n].ttl.0.as_secs();
+    assert_eq!(ttl("teams"), 7 * 86_400);
+    assert_eq!(ttl("odds"), 60);
+    assert_eq!(ttl("player_props"), 300);
+    assert_eq!(ttl("injuries"), 900);
+    assert_eq!(ttl("llm_features"), 86_400);
+    assert_eq!(ttl("news"), 3600);
+    assert_eq!(c.cache.max_size.0, 10 << 30);
+    assert_eq!(c.cleanup.interval, "0 2 * * *");
+    assert_eq!(
+        c.fetch.rate_limit,
+        Rate {
+            count: 2,
+            per: Duration::from_secs(1)
+        }
+    );
+}
+
+#[test]
+fn env_overrides_nested_fields_with_underscores() {
+    let c = Config::from_layers(
+        None,
+        env(&[
+            ("FRESHCACHE_CACHE_MAX_SIZE", "5GiB"),
+            ("FRESHCACHE_CACHE_ROOT", "/tmp/x"),
+            ("FRESHCACHE_CLASSES_LLM_FEATURES_TTL", "6h"),
+            ("FRESHCACHE_MONITORING_TTL_VIOLATION_THRESHOLD", "0.05"),
+            ("PATH", "/bin"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.cache.max_size.0, 5 << 30);
+    assert_eq!(c.cache.root, PathBuf::from("/tmp/x"));
+    assert_eq!(
+        c.classes["llm_features"].ttl.0,
+        Duration::from_secs(6 * 3600)
+    );
+    assert_eq!(c.monitoring.ttl_violation_threshold, 0.05);
+}
+
+#[test]
+fn file_merges_over_default() {
+    let yaml =
+        "classes:\n  odds: { prefix: 'odds:', ttl: 30s }\n  custom: { prefix: 'x:', ttl: 2m }\n";
+    let c = Config::from_layers(Some(("f.yml".into(), yaml)), env(&[])).unwrap();
+    assert_eq!(c.classes["odds"].ttl.0.as_secs(), 30);
+    assert_eq!(c.classes["custom"].ttl.0.as_secs(), 120);
+    assert_eq!(c.classes["teams"].ttl.0.as_secs(), 7 * 86_400);
+}
+
+#[test]
+fn bad_config_names_file_and_field() {
+    let cases = [
+        (
+            "classes:\n  odds: { prefix: 'odds:', ttl: -5s }\n",
+            "classes.odds.ttl",
+            "negative",
+        ),
+        (
+            "cache:\n  max_size: lots\n",
+            "cache.max_size",
+            "invalid size",
+        ),
+        ("cache:\n  bogus: 1\n", "cache", "unknown field"),
+        (
+            "classes:\n  odds: { prefix: 'odds:', ttl: 5s, color: red }\n",
+            "classes.odds",
+            "unknown field",
+        ),
+        (
+            "feeds:\n  - { name: r, url: 'http://x', every: 5m, class: nope }\n",
+            "feeds[0].class",
+            "unknown class",
+        ),
+        (
+            "monitoring:\n  ttl_violation_threshold: 3\n",
+            "monitoring.ttl_violation_threshold",
+            "ratio",
+        ),
+        ("cache: [\n", "line", ""),
+        (
+            "cleanup:\n  interval: 'every night'\n",
+            "cleanup.interval",
+            "cron",
+        ),
+        (
+            "feeds:\n  - { name: r, url: 'http://x', every: 5m }\n  - { name: r, url: 'http://y', every: 5m }\n",
+            "feeds[1].name",
+            "duplicate",
+        ),
+        ("daemon:\n  listen: nowhere\n", "daemon.listen", ""),
+        (
+            "daemon:\n  warm: [{ key: 'a::b' }]\n",
+            "daemon.warm[0].key",
+            "",
+        ),
+    ];
+    for (yaml, field, reason) in cases {
+        let err = Config::from_layers(Some(("bad.yml".into(), yaml)), env(&[])).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("bad.yml"), "{msg}");
+        assert!(msg.contains(field), "{yaml}: {msg}");
+        assert!(msg.contains(reason), "{yaml}: {msg}");
+    }
+}
+
+#[test]
+fn bad_env_override_names_the_variable() {
+    let err = Config::from_layers(None, env(&[("FRESHCACHE_CACHE_MAX_SIZE", "huge")])).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("FRESHCACHE_CACHE_MAX_SIZE") && msg.contains("cache.max_size"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn parses_units() {
+    assert_eq!(Size::parse("64KiB").unwrap().0, 65_536);
+    assert_eq!(Size::parse("10GiB").unwrap().0, 10 << 30);
+    assert_eq!(Size::parse("1.5KB").unwrap().0, 1_500);
+    assert!(Size::parse("10 parsecs").is_err());
+    assert_eq!(Dur::parse("90s").unwrap().0.as_secs(), 90);
+    assert_eq!(Dur::parse("7d").unwrap().0.as_secs(), 7 * 86_400);
+    assert!(Dur::parse("-1m").is_err());
+    assert_eq!(Rate::parse("10000/month").unwrap().count, 10_000);
+}

@@ -1,0 +1,157 @@
+//! The store's read protocol: one statement joins entry and blob row,
+//! bytes read only when wanted, verified against their hash; a blob that
+//! fails is quarantined and the read is a miss.
+
+use super::*;
+
+/// A verified read: the row and the decoded bytes.
+#[derive(Debug)]
+pub struct Read {
+    pub row: Row,
+    /// `None` when the caller already had the bytes (L1).
+    pub bytes: Option<Vec<u8>>,
+}
+
+/// The result of reading one key inside a snapshot.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    Miss,
+    Hit(Read),
+    /// The row names a file that is not there (deleted meanwhile, or lost).
+    FileGone(Row),
+    /// The stored bytes failed verification.
+    Corrupt(Row, Vec<u8>),
+}
+
+impl Store {
+    /// Reads and verifies `key`. `want_bytes(row)` says whether the bytes are
+    /// needed at all (not when expired, not when L1 holds them). A blob that
+    /// fails verification is quarantined and the read is a miss.
+    ///
+    /// # Errors
+    /// [`Error::Index`] or [`Error::Io`] for failures other than corruption.
+    pub fn read(
+        &self,
+        key: &str,
+        now: Millis,
+        want_bytes: impl Fn(&Row) -> bool,
+    ) -> Result<Option<Read>> {
+        let keys = [key];
+        Ok(self.read_many(&keys, now, want_bytes)?.pop().flatten())
+    }
+
+    /// Reads several keys as of one snapshot of the index (file blobs are
+    /// immutable, so their bytes belong to the same instant).
+    ///
+    /// # Errors
+    /// As [`Store::read`].
+    pub fn read_many(
+        &self,
+        keys: &[&str],
+        now: Millis,
+        want_bytes: impl Fn(&Row) -> bool,
+    ) -> Result<Vec<Option<Read>>> {
+        // Two tries: a file can vanish between the row read and the file
+        // read when another process deletes or replaces the key.
+        for attempt in 0..2 {
+            let read_all = |c: &Connection| {
+                keys.iter()
+                    .map(|k| self.read_in(c, k, &want_bytes))
+                    .collect::<Result<Vec<_>>>()
+            };
+            // One key needs no explicit transaction: one statement is a snapshot.
+            let results = if keys.len() == 1 {
+                self.index.read_with(read_all)?
+            } else {
+                self.index.read_snapshot(read_all)?
+            };
+            let retry = attempt == 0 && results.iter().any(|r| matches!(r, Outcome::FileGone(_)));
+            if retry {
+                continue;
+            }
+            let mut out = Vec::with_capacity(results.len());
+            for r in results {
+                out.push(match r {
+                    Outcome::Miss => None,
+                    Outcome::Hit(read) => Some(read),
+                    Outcome::FileGone(row) => {
+                        self.quarantine(&row, None, now)?;
+                        None
+                    }
+                    Outcome::Corrupt(row, stored) => {
+                        self.quarantine(&row, Some(&stored), now)?;
+                        None
+                    }
+                });
+            }
+            return Ok(out);
+        }
+        unreachable!("the second attempt always returns")
+    }
+
+    /// Reads one key on an open (snapshot) connection; no side effects.
+    pub(crate) fn read_in(
+        &self,
+        c: &Connection,
+        key: &str,
+        want_bytes: &dyn Fn(&Row) -> bool,
+    ) -> Result<Outcome> {
+        let found = index::lookup(c, key, want_bytes).map_err(|e| self.index.wrap(e))?;
+        let Some(Found { row, inline }) = found else {
+            return Ok(Outcome::Miss);
+        };
+        if !want_bytes(&row) {
+            return Ok(Outcome::Hit(Read { row, bytes: None }));
+        }
+        if row.size > self.max_blob || row.stored_size > self.max_blob {
+            return Ok(Outcome::Corrupt(row, inline.unwrap_or_default()));
+        }
+        let stored = match inline {
+            Some(b) => b,
+            None => match self.files.read(&row.hash, row.stored_size)? {
+                Some(b) => b,
+                None => return Ok(Outcome::FileGone(row)),
+            },
+        };
+        if stored.len() as u64 != row.stored_size {
+            return Ok(Outcome::Corrupt(row, stored));
+        }
+        match codec::decode(row.codec, &stored, row.size, &row.hash) {
+            Some(bytes) => Ok(Outcome::Hit(Read {
+                row,
+                bytes: Some(bytes),
+            })),
+            None => Ok(Outcome::Corrupt(row, stored)),
+        }
+    }
+
+    /// Quarantines a blob that failed verification: its bytes go to
+    /// `quarantine/`, its row and every entry that pointed at it are deleted,
+    /// the corrupt counter goes up. Returns the keys that lost their value.
+    ///
+    /// # Errors
+    /// [`Error::Index`] or [`Error::Io`].
+    pub fn quarantine(&self, row: &Row, stored: Option<&[u8]>, now: Millis) -> Result<Vec<String>> {
+        let keys = self.write(|tx| {
+            let w = |e| self.index.wrap(e);
+            // Only if the blob is still the one we read (not replaced meanwhile).
+            match index::find_blob(tx, &row.hash).map_err(w)? {
+                Some(b) if b.id == row.blob_id => {}
+                _ => return Ok(Vec::new()),
+            }
+            let keys = index::keys_of_blob(tx, row.blob_id).map_err(w)?;
+            if row.is_file {
+                self.files.quarantine(&row.hash, None, now)?;
+            } else if let Some(bytes) = stored {
+                self.files.quarantine(&row.hash, Some(bytes), now)?;
+            }
+            self.delete_in(tx, &keys)?;
+            index::bump(tx, names::CORRUPT_BLOBS, 1).map_err(w)?;
+            Ok(keys)
+        })?;
+        if !keys.is_empty() {
+            tracing::warn!(hash = %row.hash, keys = keys.len(), "blob failed verification; quarantined");
+        }
+        Ok(keys)
+    }
+}
