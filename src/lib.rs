@@ -27,6 +27,7 @@
 //! ```
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations)]
+#![warn(missing_docs)]
 
 mod base;
 mod cache;

@@ -14,67 +14,109 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// A key broke one of the rules in DESIGN.md.
     #[error("invalid key `{key}`: {reason}")]
-    InvalidKey { key: String, reason: &'static str },
+    InvalidKey {
+        /// The key as given.
+        key: String,
+        /// The rule it broke.
+        reason: &'static str,
+    },
     /// A pattern could not be parsed.
     #[error("invalid pattern `{pattern}`: {reason}")]
     InvalidPattern {
+        /// The pattern as given.
         pattern: String,
+        /// What is wrong with it.
         reason: &'static str,
     },
     /// A configuration file or override is wrong; `field` names the offending field.
     #[error("invalid config {source_name}: field `{field}`: {reason}")]
     Config {
+        /// The file or variable the value came from.
         source_name: String,
+        /// The offending field (`cache.max_size`, `redis.url`...).
         field: String,
+        /// What is wrong with it.
         reason: String,
     },
     /// A put named a class the config does not define.
     #[error("unknown class `{class}`")]
-    UnknownClass { class: String },
+    UnknownClass {
+        /// The class named.
+        class: String,
+    },
     /// A value is larger than `cache.max_value_size`.
     #[error("value of {size} bytes exceeds the maximum of {max} bytes")]
-    TooLarge { size: u64, max: u64 },
+    TooLarge {
+        /// The value's size.
+        size: u64,
+        /// `cache.max_value_size`.
+        max: u64,
+    },
     /// Admission control refused a put that would pass the hard size limit.
     #[error("cache is full: {stored} bytes stored, hard limit {limit} bytes")]
-    Full { stored: u64, limit: u64 },
+    Full {
+        /// Bytes charged against the cap now.
+        stored: u64,
+        /// `cache.hard_limit`.
+        limit: u64,
+    },
     /// The cache root is unsafe to use (owned by another user, or not a directory).
     #[error("refusing cache root {path}: {reason}")]
-    InsecureRoot { path: PathBuf, reason: &'static str },
+    InsecureRoot {
+        /// The root.
+        path: PathBuf,
+        /// Why it is refused.
+        reason: &'static str,
+    },
     /// The daemon could not listen on its address.
     #[error("cannot listen on {addr}")]
     Listen {
+        /// The address asked for.
         addr: std::net::SocketAddr,
+        /// The bind error.
         #[source]
         source: std::io::Error,
     },
     /// A blob failed hash verification; it has been quarantined.
     #[error("blob {expected} failed verification")]
-    Corrupt { expected: Digest },
+    Corrupt {
+        /// The hash the bytes should have had.
+        expected: Digest,
+    },
     /// An I/O error, with the path it happened at.
     #[error("I/O error at {path}")]
     Io {
+        /// Where it happened.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
     /// The index database could not be opened or used.
     #[error("index error at {path}")]
     Index {
+        /// The index file.
         path: PathBuf,
+        /// SQLite's error.
         #[source]
         source: rusqlite::Error,
     },
     /// The index was written by a newer freshcache.
     #[error("index {path} has schema version {found}; this freshcache supports up to {supported}")]
     SchemaVersion {
+        /// The index file.
         path: PathBuf,
+        /// The version in the file.
         found: i64,
+        /// The newest version this build knows.
         supported: i64,
     },
     /// A stored value was not valid JSON for the requested type.
     #[error("value of `{key}` is not valid JSON for the requested type")]
     Json {
+        /// The key read or written.
         key: String,
+        /// serde_json's error.
         #[source]
         source: serde_json::Error,
     },
@@ -83,27 +125,45 @@ pub enum Error {
     Stale(Vec<StaleSignal>),
     /// An upstream request failed and no usable copy exists.
     #[error("upstream error for {url}: {reason}")]
-    Upstream { url: String, reason: String },
+    Upstream {
+        /// The URL asked for.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// The persisted request quota is used up for this period.
     #[error("request quota exhausted: {used}/{limit} requests this {period}")]
     QuotaExceeded {
+        /// Requests made in this window.
         used: u64,
+        /// The quota.
         limit: u64,
+        /// The window's name (`day`, `month`...).
         period: String,
     },
     /// A `get_or_fetch` loader failed; nothing was stored.
     #[error("loader for `{key}` failed")]
     Loader {
+        /// The key being loaded.
         key: String,
+        /// The loader's error.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A news feed could not be parsed (the other feeds are unaffected).
     #[error("feed `{feed}` is malformed: {reason}")]
-    Feed { feed: String, reason: String },
+    Feed {
+        /// The feed's name.
+        feed: String,
+        /// What the parser said.
+        reason: String,
+    },
     /// The error of a single-flight call, shared by every caller that waited on it.
     #[error(transparent)]
-    Shared { source: std::sync::Arc<Error> },
+    Shared {
+        /// The leader's error.
+        source: std::sync::Arc<Error>,
+    },
 }
 
 impl Error {

@@ -8,6 +8,7 @@ use crate::base::clock::human_ms;
 /// Why a signal was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum StaleReason {
     /// No entry (or none matching the pattern).
     Missing,
@@ -21,12 +22,17 @@ pub enum StaleReason {
 
 /// One refused signal, with the figures that explain it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct StaleSignal {
+    /// The requirement (key or pattern) as written.
     pub requirement: String,
     /// The entry found (for a pattern, the newest match).
     pub key: Option<String>,
+    /// The signal's TTL class.
     pub class: String,
+    /// Why it was refused.
     pub reason: StaleReason,
+    /// Milliseconds since it was stored, at the guarded instant.
     pub age_ms: Option<i64>,
     /// The TTL, or the max_age when that was the stricter limit.
     pub limit_ms: Option<i64>,

@@ -29,20 +29,26 @@ pub struct Guard<'a> {
 
 /// One accepted signal.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct Signal {
     /// The requirement (key or pattern) this signal satisfies.
     pub requirement: String,
     #[serde(flatten)]
+    /// Its metadata as of the guarded instant.
     pub meta: Meta,
     #[serde(skip)]
+    /// Its verified bytes.
     pub value: Bytes,
 }
 
 /// Every requested signal, fresh as of `at`.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct FreshSet {
     #[serde(serialize_with = "crate::base::clock::ser_rfc3339")]
+    /// The instant every signal was judged at.
     pub at: Millis,
+    /// One signal per requirement, in the order asked.
     pub signals: Vec<Signal>,
 }
 

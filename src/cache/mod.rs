@@ -25,11 +25,11 @@ use crate::base::clock::{Clock, Millis};
 use crate::base::config::Config;
 use crate::base::error::Result;
 use crate::base::key::Pattern;
-use crate::base::names::{self};
+use crate::base::names;
 use crate::base::policy::Classes;
 use crate::disk::blob::Digest;
 use crate::disk::hot::HotMap;
-use crate::disk::index::{self};
+use crate::disk::index;
 use crate::disk::stats::{Recorder, Stats};
 use crate::disk::store::Store;
 use crate::disk::tier::HotTier;
@@ -154,7 +154,7 @@ impl Cache {
     /// Metadata of every key matching `pattern` (all keys for `None`), in key order.
     ///
     /// # Errors
-    /// [`Error::InvalidPattern`] or a storage error.
+    /// [`crate::Error::InvalidPattern`] or a storage error.
     pub fn list(&self, pattern: Option<&str>) -> Result<Vec<Meta>> {
         let pattern = pattern.map(Pattern::new).transpose()?;
         let (lo, hi) = pattern

@@ -51,12 +51,19 @@ impl Put {
 
 /// What a put stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Stored {
+    /// blake3 of the value (the blob's name).
     pub hash: Digest,
+    /// The TTL class.
     pub class: String,
+    /// Bytes of the value.
     pub size: u64,
+    /// Bytes of the encoded blob (compressed or raw).
     pub stored_size: u64,
+    /// When it was stored (ms since the epoch, UTC).
     pub created_at: Millis,
+    /// When it stops being fresh.
     pub expires_at: Millis,
     /// The content was already in the store.
     pub deduplicated: bool,
@@ -64,24 +71,38 @@ pub struct Stored {
 
 /// An entry's metadata and freshness (no bytes).
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct Meta {
+    /// The key.
     pub key: String,
     #[serde(serialize_with = "ser_hex")]
+    /// blake3 of the value (the blob's name).
     pub hash: Digest,
+    /// The TTL class.
     pub class: String,
+    /// Bytes of the value.
     pub size: u64,
+    /// Bytes of the encoded blob (compressed or raw).
     pub stored_size: u64,
     #[serde(serialize_with = "crate::base::clock::ser_rfc3339")]
+    /// When it was stored (ms since the epoch, UTC).
     pub created_at: Millis,
     #[serde(serialize_with = "crate::base::clock::ser_rfc3339")]
+    /// When it stops being fresh.
     pub expires_at: Millis,
+    /// The upstream ETag.
     pub etag: Option<String>,
+    /// The upstream Last-Modified, verbatim.
     pub last_modified: Option<String>,
     #[serde(skip)]
+    /// Stored response headers (JSON object), for the fetcher.
     pub headers: Option<String>,
+    /// Reads served (batched: exact up to one flush window).
     pub hits: u64,
     #[serde(serialize_with = "crate::base::clock::ser_rfc3339")]
+    /// Last read (the LRU order).
     pub last_access: Millis,
+    /// Fresh or stale at the time of the read.
     pub freshness: Freshness,
     /// Milliseconds since created_at, at the time of the read.
     pub age_ms: i64,
@@ -114,7 +135,10 @@ impl Meta {
 
 /// An entry with its bytes, fresh or stale.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Entry {
+    /// Its metadata.
     pub meta: Meta,
+    /// Its verified bytes.
     pub value: Bytes,
 }

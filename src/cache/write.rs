@@ -9,10 +9,10 @@ use serde::Serialize;
 use super::{Cache, Put, Stored};
 use crate::base::error::{Error, Result};
 use crate::base::key::{Key, Pattern};
-use crate::base::names::{self};
-use crate::base::policy::{self};
+use crate::base::names;
+use crate::base::policy;
 use crate::disk::blob::Digest;
-use crate::disk::index::{self};
+use crate::disk::index;
 use crate::disk::store::{EntryFields, PutItem};
 
 impl Cache {

@@ -46,6 +46,7 @@ impl Job {
 /// A due job and how late it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Due {
+    /// What to run.
     pub job: Job,
     /// When it was due.
     pub at: Millis,
@@ -56,9 +57,13 @@ pub struct Due {
 /// What applying a new config changed, for the reload log line.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Changes {
+    /// Feeds new in the reloaded config.
     pub feeds_added: Vec<String>,
+    /// Feeds no longer configured.
     pub feeds_removed: Vec<String>,
+    /// Feeds whose URL, period or class changed.
     pub feeds_changed: Vec<String>,
+    /// The cleanup schedule changed.
     pub cron_changed: bool,
 }
 

@@ -40,6 +40,7 @@ impl Outcome {
 /// What refreshing one feed did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refresh {
+    /// What the fetch did.
     pub outcome: Outcome,
     /// Status of the final response; `None` without a request.
     pub status: Option<u16>,

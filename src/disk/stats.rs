@@ -169,6 +169,7 @@ impl Recorder {
 
 /// Per-class figures.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[non_exhaustive]
 pub struct ClassStats {
     /// Hits by tier.
     pub hits: BTreeMap<String, u64>,
@@ -182,12 +183,15 @@ pub struct ClassStats {
 
 /// The shared Redis tier's figures (all zero without one).
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[non_exhaustive]
 pub struct RedisStats {
     /// A Redis tier is configured.
     pub configured: bool,
     /// Its circuit breaker is closed (live state of this process).
     pub up: bool,
+    /// Hits.
     pub hits: u64,
+    /// Misses.
     pub misses: u64,
     /// Entries copied from Redis into the local tiers.
     pub backfills: u64,
@@ -197,6 +201,7 @@ pub struct RedisStats {
     pub errors: u64,
     /// Cross-instance fetch leases this root's processes won / waited on.
     pub leases_won: u64,
+    /// Upstream calls that waited on another instance's lease.
     pub leases_waited: u64,
     /// Invalidations from other instances applied to the local tiers.
     pub invalidations_received: u64,
@@ -204,7 +209,9 @@ pub struct RedisStats {
 
 /// A snapshot of the cache's figures, shared by every process on the root.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[non_exhaustive]
 pub struct Stats {
+    /// Entries in the index.
     pub entries: u64,
     /// Encoded blob bytes (inline and files).
     pub stored_bytes: u64,
@@ -212,8 +219,11 @@ pub struct Stats {
     pub logical_bytes: u64,
     /// Size of the SQLite index.
     pub index_bytes: u64,
+    /// Hits.
     pub hits: u64,
+    /// Misses.
     pub misses: u64,
+    /// `hits / (hits + misses)`, 0 without reads.
     pub hit_rate: f64,
     /// Hits by tier.
     pub hits_by_tier: BTreeMap<String, u64>,
@@ -221,12 +231,19 @@ pub struct Stats {
     pub upstream_calls_avoided: u64,
     /// Upstream requests by outcome (200, 304, error).
     pub upstream_requests: BTreeMap<String, u64>,
+    /// Body bytes not transferred thanks to 304s.
     pub bytes_saved_by_304: u64,
+    /// Blobs that failed verification (quarantined).
     pub corrupt_blobs: u64,
+    /// Entries evicted.
     pub evicted_entries: u64,
+    /// Bytes freed by eviction.
     pub evicted_bytes: u64,
+    /// Signals the staleness guard judged.
     pub guard_checks: u64,
+    /// Signals it refused.
     pub ttl_violations: u64,
+    /// Per-class figures.
     pub by_class: BTreeMap<String, ClassStats>,
     /// The shared Redis tier.
     pub redis: RedisStats,

@@ -20,11 +20,15 @@ pub fn document_key(feed: &str) -> String {
 /// What refreshing one feed did.
 #[derive(Debug, Clone, Serialize)]
 pub struct FeedReport {
+    /// The feed's name.
     pub name: String,
+    /// The feed's URL.
     pub url: String,
     /// `None` when the feed failed.
     pub outcome: Option<Outcome>,
+    /// HTTP status of the last response, if any.
     pub status: Option<u16>,
+    /// Bytes of the body received.
     pub body_bytes: u64,
     /// Articles written (0 after a 304: nothing was re-parsed).
     pub articles: usize,
@@ -41,13 +45,19 @@ pub struct FeedReport {
 /// One article as stored (JSON).
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Article {
+    /// The feed it came from.
     pub source: String,
+    /// The article's id (its key segment).
     pub id: String,
+    /// Title.
     pub title: Option<String>,
+    /// Link to the article.
     pub link: Option<String>,
     /// RFC 3339; the updated time when the feed gives no published time.
     pub published: Option<String>,
+    /// Summary.
     pub summary: Option<String>,
+    /// Full content, when the feed carries it.
     pub content: Option<String>,
 }
 

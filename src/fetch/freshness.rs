@@ -100,9 +100,13 @@ pub fn to_json(h: &Headers) -> String {
 /// The `Cache-Control` directives the fetcher acts on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CacheControl {
+    /// `max-age` in seconds.
     pub max_age: Option<u64>,
+    /// `no-store`.
     pub no_store: bool,
+    /// `no-cache`.
     pub no_cache: bool,
+    /// `must-revalidate`.
     pub must_revalidate: bool,
 }
 

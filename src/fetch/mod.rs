@@ -77,7 +77,9 @@ pub enum Outcome {
 
 /// The result of [`Fetcher::fetch`].
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct FetchOutcome {
+    /// What the fetch did.
     pub outcome: Outcome,
     /// Status of the final HTTP response; `None` when no request was made.
     pub status: Option<u16>,
@@ -101,6 +103,7 @@ pub struct FetchOutcome {
     /// Why the upstream failed, for a stale-if-error copy.
     pub error: Option<String>,
     #[serde(skip)]
+    /// The body now stored (empty on failure).
     pub value: Bytes,
 }
 

@@ -8,7 +8,7 @@
 //! instead of blocking.
 //!
 //! Failure model: every call has a deadline (`redis.timeout`); failures feed
-//! a circuit breaker ([`breaker`]) that, once open, makes the tier a no-op
+//! a circuit breaker (`breaker`) that, once open, makes the tier a no-op
 //! (an atomic load per call) until a backoff passes and one probe succeeds.
 //! The pub/sub subscriber closes the breaker as soon as it reconnects, so the
 //! tier comes back by itself. A Redis error is never an error to the caller:

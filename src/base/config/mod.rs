@@ -23,13 +23,20 @@ pub const EMBEDDED_DEFAULT: &str = include_str!("../../../config/runtime.yml");
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Where and how blobs are stored.
     pub cache: CacheConfig,
+    /// TTL classes by name (longest prefix wins).
     pub classes: BTreeMap<String, ClassConfig>,
+    /// The eviction and gc schedule.
     pub cleanup: CleanupConfig,
+    /// Alert thresholds.
     pub monitoring: MonitoringConfig,
+    /// Upstream politeness of the fetcher.
     pub fetch: FetchConfig,
     #[serde(default)]
+    /// News feeds to revalidate.
     pub feeds: Vec<FeedConfig>,
+    /// `freshcache run` settings.
     pub daemon: DaemonConfig,
     /// The shared Redis tier; `url: null` (the default) means none.
     #[serde(default)]
@@ -40,20 +47,35 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CacheConfig {
+    /// The cache root directory.
     pub root: PathBuf,
+    /// Eviction cap: bytes charged against it (blobs plus index cost).
     pub max_size: Size,
+    /// Eviction starts above this fraction of `max_size`.
     pub high_watermark: f64,
+    /// Eviction stops at this fraction of `max_size`.
     pub low_watermark: f64,
+    /// Admission control: a put that would pass this is refused or evicts first.
     pub hard_limit: Option<Size>,
+    /// What a put does at `hard_limit`.
     pub on_full: OnFull,
+    /// zstd compression level.
     pub zstd_level: i32,
+    /// Encoded blobs up to this size live inline in the index; larger ones in files.
     pub inline_max: Size,
+    /// Largest value a put accepts.
     pub max_value_size: Size,
+    /// Budget of the in-memory L1.
     pub memory_size: Size,
+    /// TTL of keys no class prefix matches.
     pub default_ttl: Dur,
+    /// Batch window of access records and counters.
     pub access_flush: Dur,
+    /// fsync blob files and use `synchronous = FULL`.
     pub fsync: bool,
+    /// Enable the persistent sled hot tier.
     pub hot_tier: bool,
+    /// Budget of the sled hot tier.
     pub hot_tier_size: Size,
 }
 
@@ -71,7 +93,9 @@ pub enum OnFull {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ClassConfig {
+    /// Keys starting with this belong to the class.
     pub prefix: String,
+    /// Time to live of the class's entries.
     pub ttl: Dur,
 }
 
@@ -79,7 +103,9 @@ pub struct ClassConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CleanupConfig {
+    /// Eviction and gc schedule (5-field cron, UTC).
     pub interval: String,
+    /// Orphan files younger than this are kept.
     pub gc_grace: Dur,
 }
 
@@ -87,7 +113,9 @@ pub struct CleanupConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct MonitoringConfig {
+    /// Alert when the TTL violation rate passes this.
     pub ttl_violation_threshold: f64,
+    /// Alert when the hit ratio falls below this.
     pub cache_hit_ratio_threshold: f64,
 }
 
@@ -95,12 +123,19 @@ pub struct MonitoringConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FetchConfig {
+    /// Requests per host and period.
     pub rate_limit: Rate,
+    /// Requests per quota window (persisted).
     pub quota: Rate,
+    /// Deadline of one request.
     pub timeout: Dur,
+    /// Deadline of one connect.
     pub connect_timeout: Dur,
+    /// Retries of a transient failure.
     pub retries: u32,
+    /// Redirects followed per fetch.
     pub max_redirects: u32,
+    /// Whether the server's `max-age` may lengthen the class TTL.
     pub server_ttl: ServerTtl,
 }
 
@@ -118,10 +153,14 @@ pub enum ServerTtl {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FeedConfig {
+    /// The feed's name: articles are stored as `news:<name>:<id>`.
     pub name: String,
+    /// The feed's URL.
     pub url: String,
+    /// How often it is revalidated.
     pub every: Dur,
     #[serde(default)]
+    /// Class of the stored entries (default: by prefix).
     pub class: Option<String>,
 }
 
@@ -146,10 +185,13 @@ pub struct DaemonConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct WarmItem {
+    /// The key to warm.
     pub key: String,
     #[serde(default)]
+    /// Fetch it from this URL (else it must be in the cache).
     pub url: Option<String>,
     #[serde(default)]
+    /// Class of the stored entries (default: by prefix).
     pub class: Option<String>,
 }
 

@@ -110,7 +110,9 @@ impl Serialize for Size {
 /// A rate such as `2/s` or `10000/month`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rate {
+    /// Requests allowed per period.
     pub count: u64,
+    /// The period.
     pub per: Duration,
 }
 
