@@ -114,6 +114,7 @@ impl CacheBuilder {
             .build();
         let window = c.access_flush.0.as_millis() as Millis;
         let classes = Classes::from_config(&self.config);
+        let (flusher, wake) = super::flusher::channel();
         let cache = Cache {
             inner: Arc::new(Inner {
                 root,
@@ -129,13 +130,19 @@ impl CacheBuilder {
                 flights: Default::default(),
                 shared,
                 coordinator,
+                flusher,
             }),
         };
+        super::flusher::spawn(&cache.inner, wake, window_duration(window));
         if let Some(s) = &cache.inner.shared {
             s.attach(WeakCache(Arc::downgrade(&cache.inner)));
         }
         Ok(cache)
     }
+}
+
+fn window_duration(ms: Millis) -> std::time::Duration {
+    std::time::Duration::from_millis(ms.max(1) as u64)
 }
 
 /// Creates the root 0700 and refuses one owned by another user.

@@ -4,6 +4,7 @@
 
 mod builder;
 pub(crate) mod flight;
+mod flusher;
 pub(crate) mod guard;
 pub(crate) mod maint;
 pub(crate) mod metrics;
@@ -65,6 +66,8 @@ pub(crate) struct Inner {
     shared: Option<Arc<dyn SharedTier>>,
     /// Cross-instance coordination of upstream calls, if one was given.
     coordinator: Option<Arc<dyn Coordinator>>,
+    /// Wakes the thread that writes batched access records.
+    flusher: flusher::Flusher,
 }
 
 /// A handle that does not keep the cache alive (for a shared tier's
@@ -233,9 +236,8 @@ impl Cache {
         }
     }
 
+    /// Wakes the background flusher (a read never writes the batch itself).
     fn flush_soon(&self) {
-        if let Err(e) = self.inner.recorder.flush(&self.inner.store.index, false) {
-            tracing::warn!(error = %e, "could not flush access records");
-        }
+        self.inner.flusher.wake();
     }
 }

@@ -15,6 +15,9 @@ use crate::disk::blob::Digest;
 use crate::disk::index;
 use crate::disk::store::{EntryFields, PutItem};
 
+/// Largest value a put copies into L1.
+const PUT_L1_MAX: u64 = 64 * 1024;
+
 impl Cache {
     /// Stores `value` under `key`.
     ///
@@ -87,7 +90,10 @@ impl Cache {
         if let Some(shared) = &self.inner.shared {
             shared.write_through(now, &store_items);
         }
-        let l1_max = config.cache.memory_size.0 / 16;
+        // A put copies into L1 only values small enough that the copy costs
+        // less than the decode it saves; a large value enters L1 (without a
+        // copy) on its first read.
+        let l1_max = (config.cache.memory_size.0 / 16).min(PUT_L1_MAX);
         Ok(store_items
             .iter()
             .zip(outcomes)

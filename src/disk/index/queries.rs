@@ -11,9 +11,12 @@ pub fn lookup(
     key: &str,
     want_inline: &dyn Fn(&Row) -> bool,
 ) -> rusqlite::Result<Option<Found>> {
-    let mut st = c.prepare_cached(&format!(
-        "SELECT {ROW_COLUMNS}, b.data FROM entries e JOIN blobs b ON b.id = e.blob_id WHERE e.key = ?1"
-    ))?;
+    const SQL: &str = concat!(
+        "SELECT ",
+        row_columns!(),
+        ", b.data FROM entries e JOIN blobs b ON b.id = e.blob_id WHERE e.key = ?1"
+    );
+    let mut st = c.prepare_cached(SQL)?;
     st.query_row([key], |r| {
         let row = read_row(r)?;
         let inline = if want_inline(&row) {

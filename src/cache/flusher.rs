@@ -1,0 +1,82 @@
+//! The background flusher. Batched access records and counter deltas are
+//! written by this thread, never by a reader: a get that fills the batch
+//! only wakes it, so no read ever takes the write lock or waits behind a
+//! writer. The same thread runs the WAL's passive checkpoints, so no put
+//! pays for one at commit. It holds the cache weakly and ends when the
+//! cache is dropped (whose `Drop` writes what is left).
+
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use super::Inner;
+use crate::disk::index;
+
+/// How often the thread looks at the WAL.
+const TICK: Duration = Duration::from_millis(200);
+
+/// Wakes the flusher thread.
+#[derive(Debug)]
+pub(crate) struct Flusher {
+    wake: SyncSender<()>,
+}
+
+impl Flusher {
+    /// Asks for a flush soon (never blocks; one pending wake is enough).
+    pub(crate) fn wake(&self) {
+        let _ = self.wake.try_send(());
+    }
+}
+
+/// A flusher and the receiving end its thread needs.
+pub(crate) fn channel() -> (Flusher, mpsc::Receiver<()>) {
+    let (wake, rx) = mpsc::sync_channel(1);
+    (Flusher { wake }, rx)
+}
+
+/// Starts the thread for `inner`. Without a checkpoint connection (it could
+/// not be opened) the writer keeps SQLite's own checkpoints.
+pub(crate) fn spawn(inner: &Arc<Inner>, rx: mpsc::Receiver<()>, window: Duration) {
+    let checkpointer = match inner.store.index.checkpointer() {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(error = %e, "no background checkpointer; commits checkpoint");
+            None
+        }
+    };
+    let weak = Arc::downgrade(inner);
+    let spawned = std::thread::Builder::new()
+        .name("freshcache-flush".into())
+        .spawn(move || run(&weak, &rx, checkpointer, window));
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not start the flusher thread");
+    }
+}
+
+fn run(
+    weak: &Weak<Inner>,
+    rx: &mpsc::Receiver<()>,
+    checkpointer: Option<rusqlite::Connection>,
+    window: Duration,
+) {
+    let mut last_flush = Instant::now();
+    loop {
+        let woken = match rx.recv_timeout(TICK) {
+            Ok(()) => true,
+            Err(RecvTimeoutError::Timeout) => false,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let Some(inner) = weak.upgrade() else { return };
+        if woken || last_flush.elapsed() >= window {
+            if let Err(e) = inner.recorder.flush(&inner.store.index, true) {
+                tracing::warn!(error = %e, "could not flush access records");
+            }
+            last_flush = Instant::now();
+        }
+        if let Some(c) = &checkpointer {
+            if let Err(e) = index::checkpoint(c) {
+                tracing::debug!(error = %e, "passive checkpoint failed");
+            }
+        }
+    }
+}
