@@ -119,3 +119,66 @@ fn a_trimmed_change_log_makes_the_map_forget_everything() {
     .unwrap();
     assert_eq!(&a.get("k:x").unwrap().unwrap()[..], b"2");
 }
+
+/// Sets the root's change counter (`index.seq`, one little-endian u64).
+fn set_seq(root: &std::path::Path, v: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(root.join("index.seq"))
+        .unwrap();
+    f.write_all_at(&v.to_le_bytes(), 0).unwrap();
+}
+
+fn seq(root: &std::path::Path) -> u64 {
+    let b = std::fs::read(root.join("index.seq")).unwrap();
+    u64::from_le_bytes(b[..8].try_into().unwrap())
+}
+
+#[test]
+fn a_writer_killed_between_commit_and_bump_never_makes_a_reader_serve_the_old_mapping() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, _) = open(dir.path());
+    cache.put("odds:g1:1", b"v1", Put::default()).unwrap();
+    cache.put("odds:g1:2", b"w", Put::default()).unwrap();
+    assert_eq!(&cache.get("odds:g1:1").unwrap().unwrap()[..], b"v1"); // hot now
+    let s = seq(dir.path());
+    assert_eq!(s % 2, 0, "even between writes");
+    // Another process begins a commit (the counter goes odd) ...
+    set_seq(dir.path(), s + 1);
+    // ... while this reader syncs and so has seen the odd value,
+    cache.get("odds:g1:2").unwrap().unwrap();
+    // ... then commits a delete of odds:g1:1 and is killed before its bump.
+    let conn = rusqlite::Connection::open(dir.path().join("index.sqlite")).unwrap();
+    conn.execute_batch(
+        "BEGIN IMMEDIATE;
+         DELETE FROM entries WHERE key = 'odds:g1:1';
+         INSERT INTO changes(key) VALUES ('odds:g1:1');
+         COMMIT;",
+    )
+    .unwrap();
+    drop(conn);
+    assert_eq!(seq(dir.path()), s + 1, "left odd by the dead writer");
+    // An odd counter is never trusted, however often it was seen.
+    assert_eq!(cache.get("odds:g1:1").unwrap(), None);
+    // The next writer ends it even again, and the fast path resumes.
+    cache.put("odds:g1:3", b"x", Put::default()).unwrap();
+    assert_eq!(seq(dir.path()) % 2, 0);
+    assert_eq!(&cache.get("odds:g1:3").unwrap().unwrap()[..], b"x");
+}
+
+#[test]
+fn every_write_moves_the_counter_seen_by_other_handles() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = open(dir.path());
+    let (b, _) = open(dir.path());
+    a.put("odds:g1:1", b"v1", Put::default()).unwrap();
+    assert_eq!(&b.get("odds:g1:1").unwrap().unwrap()[..], b"v1");
+    assert_eq!(&b.get("odds:g1:1").unwrap().unwrap()[..], b"v1"); // fast path
+    let before = seq(dir.path());
+    a.put("odds:g1:1", b"v2", Put::default()).unwrap();
+    assert!(seq(dir.path()) > before);
+    assert_eq!(&b.get("odds:g1:1").unwrap().unwrap()[..], b"v2");
+    a.invalidate("odds:*").unwrap();
+    assert_eq!(b.get("odds:g1:1").unwrap(), None);
+}

@@ -102,6 +102,9 @@ impl CacheBuilder {
             unlinks: Default::default(),
             zstd_level: c.zstd_level,
         };
+        if let Some(seq) = crate::disk::seq::ChangeSeq::open(&root) {
+            store.index.attach_seq(seq);
+        }
         let hot = HotMap::new(&store.index, c.fsync, 1 << 20)?;
         let tier = if c.hot_tier {
             HotTier::open(&root, c.hot_tier_size.0)

@@ -2,7 +2,9 @@
 //! recently, so a repeated get is answered from memory without an index
 //! lookup — and never from a mapping another process has changed.
 //!
-//! Invariant: before the map answers, `sync` has asked SQLite (`PRAGMA
+//! Invariant: before the map answers, `sync` has seen the root's change
+//! counter (`seq`) unmoved and even since its last full sync, or has asked
+//! SQLite (`PRAGMA
 //! data_version`, which moves whenever any other connection commits) and,
 //! if anything was written, dropped every key in the index's change log
 //! since the last sync. Every write that changes or removes an existing
@@ -46,6 +48,9 @@ pub(crate) struct HotMap {
     watch: Mutex<Watch>,
     generation: AtomicU64,
     capacity: usize,
+    /// The change counter's value loaded before the last full sync
+    /// (`u64::MAX`: none yet). Equal and even now → nothing committed since.
+    synced_seq: AtomicU64,
 }
 
 impl HotMap {
@@ -63,12 +68,20 @@ impl HotMap {
             }),
             generation: AtomicU64::new(0),
             capacity,
+            synced_seq: AtomicU64::new(u64::MAX),
         })
     }
 
     /// Brings the map up to date with every commit so far; returns the
     /// generation to pass to [`HotMap::insert`].
     pub(crate) fn sync(&self, idx: &Index) -> Result<u64> {
+        // Fast path: no write transaction anywhere since the last full sync.
+        let seq = idx.seq().map(|s| s.load());
+        if let Some(v) = seq {
+            if v % 2 == 0 && v == self.synced_seq.load(Ordering::Acquire) {
+                return Ok(self.generation.load(Ordering::SeqCst));
+            }
+        }
         let mut w = self.watch.lock().unwrap_or_else(|p| p.into_inner());
         let dv = data_version(&w.conn).map_err(|e| idx.wrap(e))?;
         if dv != w.data_version {
@@ -89,6 +102,11 @@ impl HotMap {
             }
             w.seq = newest;
             w.data_version = dv;
+        }
+        // Loaded before this sync: a commit that finished during it moved
+        // the counter past `v`, so the next call syncs again.
+        if let Some(v) = seq {
+            self.synced_seq.store(v, Ordering::Release);
         }
         Ok(self.generation.load(Ordering::SeqCst))
     }

@@ -47,6 +47,8 @@ pub struct Index {
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
     synchronous_full: bool,
+    /// The cross-process change counter every write moves (see `seq`).
+    seq: std::sync::OnceLock<crate::disk::seq::ChangeSeq>,
 }
 
 /// An entry joined with its blob: everything but the bytes.
@@ -186,6 +188,7 @@ impl Index {
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
             synchronous_full,
+            seq: std::sync::OnceLock::new(),
         })
     }
 
@@ -202,6 +205,28 @@ impl Index {
             .execute_batch("PRAGMA wal_autocheckpoint = 0")
             .map_err(|e| self.wrap(e))?;
         Ok(conn)
+    }
+
+    /// Attaches the change counter: from now on every write transaction
+    /// moves it (odd during the commit, even after).
+    pub(crate) fn attach_seq(&self, seq: crate::disk::seq::ChangeSeq) {
+        let _ = self.seq.set(seq);
+    }
+
+    /// The change counter, once attached.
+    pub(crate) fn seq(&self) -> Option<&crate::disk::seq::ChangeSeq> {
+        self.seq.get()
+    }
+
+    /// COMMIT bracketed by the change counter (see `seq`).
+    fn commit(&self, tx: Transaction<'_>) -> rusqlite::Result<()> {
+        let Some(seq) = self.seq.get() else {
+            return tx.commit();
+        };
+        seq.begin();
+        let r = tx.commit();
+        seq.end();
+        r
     }
 
     /// Path of the index file.
@@ -262,7 +287,7 @@ impl Index {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| self.wrap(e))?;
         let out = f(&tx)?;
-        tx.commit().map_err(|e| self.wrap(e))?;
+        self.commit(tx).map_err(|e| self.wrap(e))?;
         Ok(out)
     }
 
@@ -280,7 +305,7 @@ impl Index {
             }
             Err(e) => Some(Err(self.wrap(e))),
             Ok(tx) => {
-                Some(f(&tx).and_then(|out| tx.commit().map(|()| out).map_err(|e| self.wrap(e))))
+                Some(f(&tx).and_then(|out| self.commit(tx).map(|()| out).map_err(|e| self.wrap(e))))
             }
         };
         let _ = conn.busy_timeout(BUSY_TIMEOUT);
