@@ -86,6 +86,14 @@ impl Classes {
         Ok((name, ttl.unwrap_or(class_ttl)))
     }
 
+    /// The class name chosen by longest prefix (no allocation).
+    pub fn class_of(&self, key: &str) -> &str {
+        self.by_prefix
+            .iter()
+            .find(|(_, p, _)| key.starts_with(p.as_str()))
+            .map_or(DEFAULT_CLASS, |(n, _, _)| n.as_str())
+    }
+
     /// The class name and TTL chosen by longest prefix.
     pub fn classify(&self, key: &str) -> (String, Duration) {
         self.by_prefix

@@ -236,6 +236,13 @@ impl Cache {
         }
     }
 
+    /// Counts a miss of `class` (batched, allocation-free).
+    pub(crate) fn count_miss(&self, class: &str) {
+        if self.inner.recorder.miss(class, self.now()) {
+            self.flush_soon();
+        }
+    }
+
     /// Wakes the background flusher (a read never writes the batch itself).
     fn flush_soon(&self) {
         self.inner.flusher.wake();

@@ -201,7 +201,7 @@ impl Cache {
             if let Some(hit) = redis(allow_stale) {
                 return Some(hit);
             }
-            self.count(names::miss(&self.classes().classify(key.as_str()).0), 1);
+            self.count_miss(self.classes().class_of(key.as_str()));
             return None;
         };
         let fresh = Freshness::at(read.row.expires_at, now).is_fresh();
@@ -209,7 +209,7 @@ impl Cache {
             return Some(hit);
         }
         if !fresh && !allow_stale {
-            self.count(names::miss(&read.row.class), 1);
+            self.count_miss(&read.row.class);
             return None;
         }
         let (tier, bytes) = match read.bytes {

@@ -98,6 +98,23 @@ impl Recorder {
         Self::due(p, now, self.window_ms)
     }
 
+    /// Counts a miss of `class` (the name built in a reused buffer, so a
+    /// miss allocates nothing once the class has been seen); says whether a
+    /// flush is due.
+    pub(crate) fn miss(&self, class: &str, now: Millis) -> bool {
+        let mut guard = self.lock();
+        let p = &mut *guard;
+        p.scratch.clear();
+        let _ = write!(p.scratch, "misses|{class}");
+        match p.counters.get_mut(p.scratch.as_str()) {
+            Some(v) => *v += 1,
+            None => {
+                p.counters.insert(p.scratch.clone(), 1);
+            }
+        }
+        Self::due(p, now, self.window_ms)
+    }
+
     /// Adds `delta` to counter `name`; says whether a flush is due.
     pub(crate) fn count(&self, name: String, delta: i64, now: Millis) -> bool {
         let mut p = self.lock();
