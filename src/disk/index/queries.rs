@@ -78,6 +78,32 @@ pub fn bump(c: &Connection, name: &str, delta: i64) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Adds several deltas in one statement (zero deltas skipped).
+pub fn bump_many(c: &Connection, deltas: &[(&str, i64)]) -> rusqlite::Result<()> {
+    const SQL: [&str; 5] = [
+        "INSERT INTO counters(name, value) VALUES (?, ?) \
+         ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+        "INSERT INTO counters(name, value) VALUES (?, ?), (?, ?) \
+         ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+        "INSERT INTO counters(name, value) VALUES (?, ?), (?, ?), (?, ?) \
+         ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+        "INSERT INTO counters(name, value) VALUES (?, ?), (?, ?), (?, ?), (?, ?) \
+         ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+        "INSERT INTO counters(name, value) VALUES (?, ?), (?, ?), (?, ?), (?, ?), (?, ?) \
+         ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+    ];
+    let nonzero: Vec<&(&str, i64)> = deltas.iter().filter(|(_, d)| *d != 0).collect();
+    for chunk in nonzero.chunks(SQL.len()) {
+        let mut st = c.prepare_cached(SQL[chunk.len() - 1])?;
+        let params: Vec<&dyn rusqlite::ToSql> = chunk
+            .iter()
+            .flat_map(|(n, d)| [n as &dyn rusqlite::ToSql, d as &dyn rusqlite::ToSql])
+            .collect();
+        st.execute(params.as_slice())?;
+    }
+    Ok(())
+}
+
 /// Sets a counter.
 pub fn set_counter(c: &Connection, name: &str, value: i64) -> rusqlite::Result<()> {
     c.prepare_cached(

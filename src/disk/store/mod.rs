@@ -59,12 +59,24 @@ struct Deltas {
 }
 
 impl Deltas {
+    /// All non-zero deltas in one statement (a put used to run five).
     fn apply(&self, tx: &Connection) -> rusqlite::Result<()> {
-        index::bump(tx, totals::ENTRIES, self.entries)?;
-        index::bump(tx, totals::LOGICAL_BYTES, self.logical)?;
-        index::bump(tx, totals::KEY_BYTES, self.key_bytes)?;
-        index::bump(tx, totals::STORED_BYTES, self.stored)?;
-        index::bump(tx, totals::FILE_BYTES, self.files)
+        let all = [
+            (totals::ENTRIES, self.entries),
+            (totals::LOGICAL_BYTES, self.logical),
+            (totals::KEY_BYTES, self.key_bytes),
+            (totals::STORED_BYTES, self.stored),
+            (totals::FILE_BYTES, self.files),
+        ];
+        index::bump_many(tx, &all)
+    }
+
+    fn add(&mut self, o: &Deltas) {
+        self.entries += o.entries;
+        self.logical += o.logical;
+        self.key_bytes += o.key_bytes;
+        self.stored += o.stored;
+        self.files += o.files;
     }
 }
 
@@ -157,11 +169,14 @@ impl Store {
             encoded.push(Some(e));
         }
         self.write(|tx| {
-            items
+            let mut total = Deltas::default();
+            let out = items
                 .iter()
                 .zip(encoded.iter_mut())
-                .map(|(it, e)| self.put_in(tx, it, e))
-                .collect()
+                .map(|(it, e)| self.put_in(tx, it, e, &mut total))
+                .collect::<Result<Vec<_>>>()?;
+            total.apply(tx).map_err(|e| self.index.wrap(e))?;
+            Ok(out)
         })
     }
 
@@ -170,6 +185,7 @@ impl Store {
         tx: &Connection,
         it: &PutItem<'_>,
         encoded: &mut Option<Encoded>,
+        total: &mut Deltas,
     ) -> Result<PutOutcome> {
         let w = |e| self.index.wrap(e);
         let (key, value, hash, f) = (it.key, it.value, &it.hash, &it.fields);
@@ -244,7 +260,7 @@ impl Store {
                 d.key_bytes = key.len() as i64;
             }
         }
-        d.apply(tx).map_err(w)?;
+        total.add(&d);
         Ok(out)
     }
 
