@@ -182,3 +182,23 @@ fn every_write_moves_the_counter_seen_by_other_handles() {
     a.invalidate("odds:*").unwrap();
     assert_eq!(b.get("odds:g1:1").unwrap(), None);
 }
+
+#[test]
+fn a_wide_invalidation_logged_once_still_reaches_every_hot_map() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = open(dir.path());
+    let (b, _) = open(dir.path());
+    let keys: Vec<String> = (0..600).map(|i| format!("odds:g{i}:1")).collect();
+    let items: Vec<(&str, &[u8], Put)> = keys
+        .iter()
+        .map(|k| (k.as_str(), &b"v"[..], Put::default()))
+        .collect();
+    a.put_many(&items).unwrap();
+    for k in &keys {
+        assert!(b.get(k).unwrap().is_some()); // all hot in b
+    }
+    assert_eq!(a.invalidate("odds:*").unwrap(), 600); // one "*" log entry
+    for k in &keys {
+        assert_eq!(b.get(k).unwrap(), None, "{k} served after invalidation");
+    }
+}

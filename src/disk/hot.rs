@@ -89,7 +89,7 @@ impl HotMap {
                 index::changes_since(&w.conn, w.seq).map_err(|e| idx.wrap(e))?;
             {
                 let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
-                if complete {
+                if complete && !keys.iter().any(|k| k == index::CHANGED_ALL) {
                     for k in &keys {
                         map.remove(k.as_str());
                     }

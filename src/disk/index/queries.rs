@@ -242,17 +242,23 @@ pub fn delete_entry(c: &Connection, key: &str) -> rusqlite::Result<bool> {
     Ok(existed)
 }
 
-/// Deletes the entry for `key` (logging the change) and returns its blob id.
-pub fn take_entry(c: &Connection, key: &str) -> rusqlite::Result<Option<i64>> {
+/// Deletes the entry for `key` (logging the change unless the caller has
+/// logged [`CHANGED_ALL`]) and returns its blob id.
+pub fn take_entry(c: &Connection, key: &str, log: bool) -> rusqlite::Result<Option<i64>> {
     let blob: Option<i64> = c
         .prepare_cached("DELETE FROM entries WHERE key = ?1 RETURNING blob_id")?
         .query_row([key], |r| r.get(0))
         .optional()?;
-    if blob.is_some() {
+    if log && blob.is_some() {
         log_change(c, key)?;
     }
     Ok(blob)
 }
+
+/// A change-log entry that stands for every key (no key can be `*`): a
+/// transaction removing many keys logs this once instead of each key, and
+/// other processes' hot maps forget everything.
+pub const CHANGED_ALL: &str = "*";
 
 /// A blob after losing one reference.
 #[derive(Debug, Clone, Copy)]

@@ -48,6 +48,9 @@ pub struct EntryFields<'a> {
     pub headers: Option<&'a str>,
 }
 
+/// Deletes of at least this many keys log one "everything changed" entry.
+const LOG_EACH_MAX: usize = 256;
+
 /// Changes to the running totals, applied once per operation.
 #[derive(Debug, Default)]
 struct Deltas {
@@ -288,12 +291,18 @@ impl Store {
         let w = |e| self.index.wrap(e);
         let mut d = Deltas::default();
         let (mut n, mut freed) = (0, 0u64);
+        // Many keys (an eviction chunk, a wide invalidation): one log entry
+        // that makes other hot maps forget everything, not one per key.
+        let log_each = keys.len() < LOG_EACH_MAX;
+        if !log_each {
+            index::log_change(tx, index::CHANGED_ALL).map_err(w)?;
+        }
         for key in keys {
             if freed >= budget {
                 break;
             }
             // Two statements per key: DELETE … RETURNING, UPDATE … RETURNING.
-            let Some(blob_id) = index::take_entry(tx, key).map_err(w)? else {
+            let Some(blob_id) = index::take_entry(tx, key, log_each).map_err(w)? else {
                 continue;
             };
             if let Some(u) = index::unref(tx, blob_id).map_err(w)? {
