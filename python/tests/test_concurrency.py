@@ -169,3 +169,28 @@ def test_asyncio_tasks_share_one_call_and_cancellation_does_not_break_it(cache: 
 
     asyncio.run(main())
     assert len(calls) == 1
+
+
+def test_one_cache_shared_by_many_threads(cache: freshcache.Cache) -> None:
+    errors = []
+
+    def worker(w: int) -> None:
+        try:
+            for i in range(150):
+                k = f"odds:w{w}:{i % 20}"
+                cache.put_json(k, {"w": w, "i": i})
+                v = cache.get_json(k)
+                assert v is not None and v["w"] == w
+                if i % 25 == 0:
+                    cache.invalidate(f"odds:w{w}:*")
+                    cache.list("odds:*")
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    ts = [threading.Thread(target=worker, args=(w,)) for w in range(8)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert errors == []
+    assert cache.verify()["problems"] == []
