@@ -93,6 +93,25 @@ def bench_ops(n_small: int, n_big: int, base: str) -> List[Row]:
         "diskcache": timed(lambda i: dc2.get(f"odds:g{i}:1700000000"), n_small),
         "cachetools": None,
     }))
+    raws = [json.dumps(d, separators=(",", ":")).encode() for d in docs]
+    rows.append(("put 4 KiB bytes", {
+        "freshcache": timed(lambda i: fc.put(f"odds:b{i}:1700000000", raws[i]), n_small),
+        "diskcache": timed(lambda i: dc.set(f"odds:b{i}:1700000000", raws[i]), n_small),
+        "cachetools": timed(lambda i: tc.__setitem__(f"odds:b{i}:1700000000", raws[i]), n_small),
+    }))
+    fc3 = freshcache.Cache(os.path.join(base, "fc"))
+    dc3 = diskcache.Cache(os.path.join(base, "dc"))
+    rows.append(("get 4 KiB bytes, cold process", {
+        "freshcache": timed(lambda i: fc3.get(f"odds:b{i}:1700000000"), n_small),
+        "diskcache": timed(lambda i: dc3.get(f"odds:b{i}:1700000000"), n_small),
+        "cachetools": None,
+    }))
+    rows.append(("get 4 KiB bytes, warm", {
+        "freshcache": timed(lambda i: fc3.get(f"odds:b{i}:1700000000"), n_small),
+        "diskcache": timed(lambda i: dc3.get(f"odds:b{i}:1700000000"), n_small),
+        "cachetools": timed(lambda i: tc.get(f"odds:b{i}:1700000000"), n_small),
+    }))
+    dc3.close()
     rows.append(("put 1 MiB bytes", {
         "freshcache": timed(lambda i: fc.put(f"llm:features:c{i}:2026-11-21", blobs[i % 4] + i.to_bytes(4, "little")), n_big),
         "diskcache": timed(lambda i: dc.set(f"llm:features:c{i}:2026-11-21", blobs[i % 4] + i.to_bytes(4, "little")), n_big),
