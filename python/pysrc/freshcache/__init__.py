@@ -398,7 +398,8 @@ class Cache(_native.Cache):
                 wrapper = swrapper
             wrapper.key = key_of
             wrapper.invalidate = lambda *a, **kw: self.delete(key_of(*a, **kw))
-            return wrapper
+            out: Callable[..., Any] = wrapper
+            return out
 
         return decorate
 
