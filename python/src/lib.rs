@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod errors;
+mod json;
 mod runtime;
 
 use std::borrow::Cow;
@@ -922,6 +923,37 @@ impl PyCache {
     }
 }
 
+static STDLIB_ENCODE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// Compact JSON bytes of `obj` (what `put_json` stores): dicts with str
+/// keys, lists, tuples, str, int, float, bool and None are encoded here;
+/// anything else (subclasses, non-str keys, big ints, ...) by the standard
+/// library with the same settings. NaN and infinities are refused
+/// (ValueError): the CLI and Rust readers accept only valid JSON.
+#[pyfunction]
+fn dumps<'py>(py: Python<'py>, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+    match json::dumps(obj) {
+        Ok(v) => Ok(PyBytes::new(py, &v)),
+        Err(json::Fallback::Py(e)) => Err(e),
+        Err(json::Fallback::Unsupported) => {
+            let enc = STDLIB_ENCODE.get_or_try_init(py, || -> PyResult<Py<PyAny>> {
+                let kw = PyDict::new(py);
+                kw.set_item("separators", (",", ":"))?;
+                kw.set_item("ensure_ascii", false)?;
+                kw.set_item("allow_nan", false)?;
+                let e = py
+                    .import("json")?
+                    .getattr("JSONEncoder")?
+                    .call((), Some(&kw))?;
+                Ok(e.getattr("encode")?.unbind())
+            })?;
+            let s = enc.bind(py).call1((obj,))?;
+            let s = s.cast::<PyString>()?;
+            Ok(PyBytes::new(py, s.to_cow()?.as_bytes()))
+        }
+    }
+}
+
 /// Called by the package's `os.register_at_fork(after_in_child=...)` hook.
 #[pyfunction]
 fn _after_fork_in_child() {
@@ -965,6 +997,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyManualClock>()?;
     m.add_function(wrap_pyfunction!(_after_fork_in_child, m)?)?;
     m.add_function(wrap_pyfunction!(_raise_for_test, m)?)?;
+    m.add_function(wrap_pyfunction!(dumps, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     // Fork detection: the hook runs in the child of os.fork() (and so of
     // multiprocessing's fork start method, gunicorn's workers...).

@@ -98,9 +98,10 @@ __all__ = [
 T = TypeVar("T")
 Seconds = Union[int, float, timedelta]
 
-# Compact JSON, UTF-8 as is: the same bytes serde_json writes for put_json
-# in Rust, so values are interchangeable with the CLI and Rust callers.
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+# Compact JSON, UTF-8 as is (the bytes serde_json writes for put_json in
+# Rust, so values are interchangeable with the CLI and Rust callers):
+# encoded in the extension, the standard library for what it leaves out.
+_dumps = _native.dumps
 
 
 def _loads(key: str, raw: bytes) -> Any:
@@ -311,7 +312,7 @@ class Cache(_native.Cache):
     ) -> Any:
         """:meth:`aget_or_fetch` for JSON values."""
 
-        async def produce() -> str:
+        async def produce() -> bytes:
             return _dumps(await coro_fn())
 
         raw = await self.aget_or_fetch(key, produce, cls=cls, ttl=ttl)
