@@ -11,6 +11,10 @@ import pytest
 
 import freshcache
 
+# Python 3.12+ warns on every fork of a process with threads; forking one
+# (the runtime's workers, test servers) is exactly what these tests cover.
+pytestmark = pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+
 
 def test_os_fork_child_reopens(root) -> None:
     c = freshcache.Cache(root)
