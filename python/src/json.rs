@@ -97,3 +97,301 @@ fn write(v: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize) -> Result<(), Fa
     }
     Ok(())
 }
+
+/// `get_json`'s decoder: JSON bytes straight to Python objects with the
+/// standard library's results — integers of any size (`int(text)` beyond
+/// 64 bits), correctly rounded floats (Rust's `f64` parser), duplicate keys
+/// last-wins in first position. Anything else (NaN/Infinity literals, lone
+/// surrogates, invalid UTF-8 or JSON, deep nesting) returns `None`, and the
+/// caller asks the standard library, which decides or raises its error.
+pub fn loads<'py>(py: Python<'py>, src: &[u8]) -> Option<PyResult<Bound<'py, PyAny>>> {
+    let mut p = Parser {
+        py,
+        s: src,
+        i: 0,
+        keys: Vec::new(),
+    };
+    p.ws();
+    let v = match p.value(0) {
+        Ok(v) => v,
+        Err(Stop::Py(e)) => return Some(Err(e)),
+        Err(Stop::Fallback) => return None,
+    };
+    p.ws();
+    if p.i != src.len() {
+        return None;
+    }
+    Some(Ok(v))
+}
+
+enum Stop {
+    Fallback,
+    Py(PyErr),
+}
+
+impl From<PyErr> for Stop {
+    fn from(e: PyErr) -> Self {
+        Stop::Py(e)
+    }
+}
+
+struct Parser<'py, 'a> {
+    py: Python<'py>,
+    s: &'a [u8],
+    i: usize,
+    /// Recent object keys, reused (the stdlib memoises keys too).
+    keys: Vec<(&'a [u8], Bound<'py, PyString>)>,
+}
+
+type R<T> = Result<T, Stop>;
+
+impl<'py, 'a> Parser<'py, 'a> {
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.s.get(self.i) {
+            self.i += 1;
+        }
+    }
+
+    fn eat(&mut self, lit: &[u8]) -> R<()> {
+        if self.s[self.i..].starts_with(lit) {
+            self.i += lit.len();
+            Ok(())
+        } else {
+            Err(Stop::Fallback)
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> R<Bound<'py, PyAny>> {
+        if depth > MAX_DEPTH {
+            return Err(Stop::Fallback);
+        }
+        let py = self.py;
+        match self.s.get(self.i) {
+            Some(b'{') => {
+                self.i += 1;
+                let d = PyDict::new(py);
+                self.ws();
+                if self.s.get(self.i) == Some(&b'}') {
+                    self.i += 1;
+                    return Ok(d.into_any());
+                }
+                loop {
+                    self.ws();
+                    let k = self.key()?;
+                    self.ws();
+                    self.eat(b":")?;
+                    self.ws();
+                    let v = self.value(depth + 1)?;
+                    d.set_item(k, v)?;
+                    self.ws();
+                    match self.s.get(self.i) {
+                        Some(b',') => self.i += 1,
+                        Some(b'}') => {
+                            self.i += 1;
+                            return Ok(d.into_any());
+                        }
+                        _ => return Err(Stop::Fallback),
+                    }
+                }
+            }
+            Some(b'[') => {
+                self.i += 1;
+                let l = PyList::empty(py);
+                self.ws();
+                if self.s.get(self.i) == Some(&b']') {
+                    self.i += 1;
+                    return Ok(l.into_any());
+                }
+                loop {
+                    self.ws();
+                    l.append(self.value(depth + 1)?)?;
+                    self.ws();
+                    match self.s.get(self.i) {
+                        Some(b',') => self.i += 1,
+                        Some(b']') => {
+                            self.i += 1;
+                            return Ok(l.into_any());
+                        }
+                        _ => return Err(Stop::Fallback),
+                    }
+                }
+            }
+            Some(b'"') => Ok(self.string()?.into_any()),
+            Some(b't') => {
+                self.eat(b"true")?;
+                Ok(PyBool::new(py, true).to_owned().into_any())
+            }
+            Some(b'f') => {
+                self.eat(b"false")?;
+                Ok(PyBool::new(py, false).to_owned().into_any())
+            }
+            Some(b'n') => {
+                self.eat(b"null")?;
+                Ok(py.None().into_bound(py))
+            }
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            _ => Err(Stop::Fallback),
+        }
+    }
+
+    fn key(&mut self) -> R<Bound<'py, PyString>> {
+        if self.s.get(self.i) != Some(&b'"') {
+            return Err(Stop::Fallback);
+        }
+        // Fast path: a key without escapes seen before in this document.
+        let start = self.i + 1;
+        if let Some(len) = self.s[start..]
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\')
+        {
+            let raw = &self.s[start..start + len];
+            if self.s[start + len] == b'"' {
+                if let Some((_, k)) = self.keys.iter().find(|(r, _)| *r == raw) {
+                    self.i = start + len + 1;
+                    return Ok(k.clone());
+                }
+                let k = self.string()?;
+                if self.keys.len() < 64 {
+                    self.keys.push((raw, k.clone()));
+                }
+                return Ok(k);
+            }
+        }
+        self.string()
+    }
+
+    fn string(&mut self) -> R<Bound<'py, PyString>> {
+        self.i += 1; // opening quote
+        let start = self.i;
+        // Fast path: no escapes.
+        while let Some(&b) = self.s.get(self.i) {
+            match b {
+                b'"' => {
+                    let text =
+                        std::str::from_utf8(&self.s[start..self.i]).map_err(|_| Stop::Fallback)?;
+                    self.i += 1;
+                    return Ok(PyString::new(self.py, text));
+                }
+                b'\\' => break,
+                0..=0x1f => return Err(Stop::Fallback),
+                _ => self.i += 1,
+            }
+        }
+        let mut out: Vec<u8> = self.s[start..self.i].to_vec();
+        loop {
+            let Some(&b) = self.s.get(self.i) else {
+                return Err(Stop::Fallback);
+            };
+            self.i += 1;
+            match b {
+                b'"' => break,
+                0..=0x1f => return Err(Stop::Fallback),
+                b'\\' => {
+                    let Some(&e) = self.s.get(self.i) else {
+                        return Err(Stop::Fallback);
+                    };
+                    self.i += 1;
+                    let c = match e {
+                        b'"' => '"',
+                        b'\\' => '\\',
+                        b'/' => '/',
+                        b'b' => '\u{8}',
+                        b'f' => '\u{c}',
+                        b'n' => '\n',
+                        b'r' => '\r',
+                        b't' => '\t',
+                        b'u' => {
+                            let hi = self.hex4()?;
+                            let cp = if (0xD800..0xDC00).contains(&hi) {
+                                // A high surrogate must pair with a low one.
+                                if self.s.get(self.i..self.i + 2) != Some(b"\\u") {
+                                    return Err(Stop::Fallback);
+                                }
+                                self.i += 2;
+                                let lo = self.hex4()?;
+                                if !(0xDC00..0xE000).contains(&lo) {
+                                    return Err(Stop::Fallback);
+                                }
+                                0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+                            } else {
+                                hi
+                            };
+                            char::from_u32(cp).ok_or(Stop::Fallback)?
+                        }
+                        _ => return Err(Stop::Fallback),
+                    };
+                    let mut buf = [0u8; 4];
+                    out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                }
+                _ => out.push(b),
+            }
+        }
+        let text = std::str::from_utf8(&out).map_err(|_| Stop::Fallback)?;
+        Ok(PyString::new(self.py, text))
+    }
+
+    fn hex4(&mut self) -> R<u32> {
+        let h = self.s.get(self.i..self.i + 4).ok_or(Stop::Fallback)?;
+        let h = std::str::from_utf8(h).map_err(|_| Stop::Fallback)?;
+        if !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Stop::Fallback);
+        }
+        self.i += 4;
+        u32::from_str_radix(h, 16).map_err(|_| Stop::Fallback)
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.i;
+        while let Some(b'0'..=b'9') = self.s.get(self.i) {
+            self.i += 1;
+        }
+        self.i - start
+    }
+
+    fn number(&mut self) -> R<Bound<'py, PyAny>> {
+        let py = self.py;
+        let start = self.i;
+        if self.s.get(self.i) == Some(&b'-') {
+            self.i += 1;
+        }
+        // JSON: 0 or [1-9][0-9]*
+        match self.s.get(self.i) {
+            Some(b'0') => self.i += 1,
+            Some(b'1'..=b'9') => {
+                self.digits();
+            }
+            _ => return Err(Stop::Fallback),
+        }
+        let mut float = false;
+        if self.s.get(self.i) == Some(&b'.') {
+            self.i += 1;
+            if self.digits() == 0 {
+                return Err(Stop::Fallback);
+            }
+            float = true;
+        }
+        if let Some(b'e' | b'E') = self.s.get(self.i) {
+            self.i += 1;
+            if let Some(b'+' | b'-') = self.s.get(self.i) {
+                self.i += 1;
+            }
+            if self.digits() == 0 {
+                return Err(Stop::Fallback);
+            }
+            float = true;
+        }
+        let text = std::str::from_utf8(&self.s[start..self.i]).map_err(|_| Stop::Fallback)?;
+        if float {
+            let x: f64 = text.parse().map_err(|_| Stop::Fallback)?;
+            return Ok(PyFloat::new(py, x).into_any());
+        }
+        match text.parse::<i64>() {
+            Ok(n) => {
+                let Ok(o) = n.into_pyobject(py);
+                Ok(o.into_any())
+            }
+            // Beyond 64 bits: Python's int() of the literal, exactly.
+            Err(_) => Ok(py.get_type::<PyInt>().call1((text,))?),
+        }
+    }
+}

@@ -954,6 +954,17 @@ fn dumps<'py>(py: Python<'py>, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, P
     }
 }
 
+/// The JSON value of `data` (bytes), as `json.loads` would return it:
+/// decoded in the extension, or by the standard library for what the fast
+/// path leaves out (its exceptions are the standard library's).
+#[pyfunction]
+fn loads<'py>(py: Python<'py>, data: &Bound<'py, PyBytes>) -> PyResult<Bound<'py, PyAny>> {
+    match json::loads(py, data.as_bytes()) {
+        Some(r) => r,
+        None => json_loads(py, data.as_any()),
+    }
+}
+
 /// Called by the package's `os.register_at_fork(after_in_child=...)` hook.
 #[pyfunction]
 fn _after_fork_in_child() {
@@ -998,6 +1009,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_after_fork_in_child, m)?)?;
     m.add_function(wrap_pyfunction!(_raise_for_test, m)?)?;
     m.add_function(wrap_pyfunction!(dumps, m)?)?;
+    m.add_function(wrap_pyfunction!(loads, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     // Fork detection: the hook runs in the child of os.fork() (and so of
     // multiprocessing's fork start method, gunicorn's workers...).

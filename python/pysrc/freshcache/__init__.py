@@ -106,7 +106,7 @@ _dumps = _native.dumps
 
 def _loads(key: str, raw: bytes) -> Any:
     try:
-        return json.loads(raw)
+        return _native.loads(raw)  # json.loads' results; the stdlib for the rest
     except ValueError as e:
         raise JsonError(
             f"value of `{key}` is not valid JSON: {e}", key=key, exit_code=1
