@@ -32,12 +32,7 @@ fn message(e: &Error) -> String {
 }
 
 fn reason_name(r: StaleReason) -> &'static str {
-    match r {
-        StaleReason::Missing => "missing",
-        StaleReason::Expired => "expired",
-        StaleReason::TooOld => "too_old",
-        StaleReason::FromTheFuture => "from_the_future",
-    }
+    r.as_str()
 }
 
 /// Builds an instance of `freshcache.<class>` with `attrs` and the CLI's

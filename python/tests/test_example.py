@@ -1,4 +1,4 @@
-"""examples/cached_client.py runs and shows one API call for 50 requests."""
+"""python/examples/cached_client.py runs and shows one API call for 50 requests."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from conftest import REPO
 
 
 def test_cached_client_example_runs() -> None:
-    r = subprocess.run([sys.executable, str(REPO / "examples" / "cached_client.py")], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, str(REPO / "python" / "examples" / "cached_client.py")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "50 concurrent get_player_props_by_week(2024, 18): 1 API call(s)" in r.stdout
     assert "invalidate_week_data(2024, 18) removed 3 entries" in r.stdout

@@ -20,6 +20,18 @@ pub enum StaleReason {
     FromTheFuture,
 }
 
+impl StaleReason {
+    /// The snake_case name, as in JSON (`too_old`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StaleReason::Missing => "missing",
+            StaleReason::Expired => "expired",
+            StaleReason::TooOld => "too_old",
+            StaleReason::FromTheFuture => "from_the_future",
+        }
+    }
+}
+
 /// One refused signal, with the figures that explain it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]

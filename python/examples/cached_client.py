@@ -13,7 +13,7 @@ Runs against a local origin (http.server in a thread) standing in for the
 API, so it needs no key and no network:
 
     pip install ./python
-    python examples/cached_client.py
+    python python/examples/cached_client.py
 """
 
 from __future__ import annotations
