@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 
 use super::{plug::Remote, Cache, Entry, Meta};
 use crate::base::clock::Millis;
+use crate::base::config::Consistency;
 use crate::base::error::{Error, Result};
 use crate::base::key::Key;
 use crate::base::names::{self, Tier};
@@ -27,7 +28,12 @@ impl Cache {
         let key = Key::new(key)?;
         let now = self.now();
         let generation = self.inner.hot.sync(&self.inner.store.index)?;
-        let out = match self.hot_get(&key, now) {
+        // Unconfirmed local entries take the counted (or refused) path below.
+        let hot = match self.unconfirmed() {
+            None => self.hot_get(&key, now),
+            Some(_) => None,
+        };
+        let out = match hot {
             Some(b) => Some(b),
             None => self
                 .read_at(&key, now, false, Some(generation))?
@@ -212,6 +218,19 @@ impl Cache {
             self.count(names::miss(&read.row.class), 1);
             return None;
         }
+        match self.unconfirmed() {
+            None => {}
+            // Strict: the local copy may have been withdrawn elsewhere; only
+            // the shared tier's current copy may answer.
+            Some(Consistency::Strict) => {
+                if let Some(hit) = fresh.then(|| redis(allow_stale)).flatten() {
+                    return Some(hit);
+                }
+                self.count(names::miss(&read.row.class), 1);
+                return None;
+            }
+            Some(Consistency::Available) => self.count(names::redis("unconfirmed_reads"), 1),
+        }
         let (tier, bytes) = match read.bytes {
             Some(b) => {
                 let b = Bytes::from(b);
@@ -235,6 +254,17 @@ impl Cache {
             self.flush_soon();
         }
         Some((read.row, bytes))
+    }
+
+    /// `None` while local entries are confirmed against the shared
+    /// invalidation log (or there is no shared tier); otherwise the
+    /// configured treatment of unconfirmed entries.
+    pub(crate) fn unconfirmed(&self) -> Option<Consistency> {
+        let shared = self.inner.shared.as_ref()?;
+        if shared.confirmed() {
+            return None;
+        }
+        Some(self.config().redis.consistency)
     }
 
     /// Looks `key` up in the shared tier after a local miss (or a stale
