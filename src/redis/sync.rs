@@ -39,18 +39,25 @@ const OUTBOX_BATCH: i64 = 64;
 const HEADER_PEEK: usize = 1024;
 
 /// KEYS: log, epoch. ARGV: candidate epoch, position (`ms-seq`, or empty
-/// for none), count. Returns {epoch, last-generated id, max trimmed id,
-/// entries after the position}.
+/// for none), count. Returns {epoch, last-generated id, the oldest kept id
+/// if anything was ever trimmed (else `0-0`), entries after the position}.
 const CATCH_UP_SCRIPT: &str = r"
 local e = redis.call('GET', KEYS[2])
 if not e then redis.call('SET', KEYS[2], ARGV[1]); e = ARGV[1] end
 if redis.call('EXISTS', KEYS[1]) == 0 then return {e, '0-0', '0-0', {}} end
 local info = redis.call('XINFO', 'STREAM', KEYS[1])
-local last, trimmed = '0-0', '0-0'
+local last, first, added, len = '0-0', '0-0', 0, 0
 for i = 1, #info, 2 do
-  if info[i] == 'last-generated-id' then last = info[i + 1] end
-  if info[i] == 'max-deleted-entry-id' then trimmed = info[i + 1] end
+  local k, v = info[i], info[i + 1]
+  if k == 'last-generated-id' then last = v end
+  if k == 'recorded-first-entry-id' then first = v end
+  if k == 'entries-added' then added = v end
+  if k == 'length' then len = v end
 end
+-- Trimming leaves max-deleted-entry-id alone; entries-added > length says
+-- some were trimmed, and the oldest kept one bounds what is gone.
+local trimmed = '0-0'
+if added > len then trimmed = first end
 local entries = {}
 if ARGV[2] ~= '' then
   entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[2], '+', 'COUNT', ARGV[3])
@@ -129,12 +136,19 @@ pub(crate) async fn catch_up(core: &Arc<Core>, c: &mut Conn) -> RedisResult<()> 
     let Some(cache) = core.cache() else {
         return Ok(());
     };
-    flush_outbox(core, c).await?;
     let scope = core.keys.prefix().to_owned();
-    let stored = {
+    // One local read: the position, and whether the outbox needs a flush.
+    let (stored, pending) = {
         let (cache, scope) = (cache.clone(), scope.clone());
-        blocking(move || cache.shared_position(&scope)).await?
+        blocking(move || {
+            let pending = !cache.outbox_peek(&scope, 1)?.is_empty();
+            Ok((cache.shared_position(&scope)?, pending))
+        })
+        .await?
     };
+    if pending {
+        flush_outbox(core, c).await?;
+    }
     let since = stored.as_ref().map_or(String::new(), |(_, p)| fmt_id(*p));
     let (epoch, last, trimmed, raw): (String, String, String, RawEntries) =
         redis::Script::new(CATCH_UP_SCRIPT)
@@ -148,6 +162,9 @@ pub(crate) async fn catch_up(core: &Arc<Core>, c: &mut Conn) -> RedisResult<()> 
     let last = parse_id(&last).unwrap_or((0, 0));
     let trimmed = parse_id(&trimmed).unwrap_or((0, 0));
     let replayable = match &stored {
+        // Entries older than the oldest kept one are gone; the entry right
+        // after the position may be among them unless it is that one (a
+        // reconcile at exactly that boundary is merely unnecessary).
         Some((e, pos)) => *e == epoch && *pos <= last && trimmed <= *pos,
         None => false,
     };

@@ -16,6 +16,8 @@ pub struct RedisServer {
     pub port: u16,
     dir: tempfile::TempDir,
     cluster: bool,
+    /// With TLS: the TLS port (the plain port stays for the harness's PING).
+    pub tls_port: Option<u16>,
     child: Option<Child>,
 }
 
@@ -61,10 +63,44 @@ impl RedisServer {
             port: free_port(cluster),
             dir: tempfile::tempdir().expect("tempdir"),
             cluster,
+            tls_port: None,
             child: None,
         };
         s.spawn();
         Some(s)
+    }
+
+    /// Starts a standalone server that also speaks TLS on [`Self::tls_port`],
+    /// with a certificate for 127.0.0.1 signed by a CA made here (openssl
+    /// CLI). `None` (skipped) without redis-server or openssl.
+    pub fn start_tls() -> Option<RedisServer> {
+        let bin = super::tool("redis-server")?;
+        let openssl = super::tool("openssl")?;
+        let dir = tempfile::tempdir().expect("tempdir");
+        make_certs(&openssl, dir.path());
+        let mut s = RedisServer {
+            bin,
+            port: free_port(false),
+            dir,
+            cluster: false,
+            tls_port: Some(free_port(false)),
+            child: None,
+        };
+        s.spawn();
+        Some(s)
+    }
+
+    /// The CA certificate a TLS server's certificate is signed with.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    /// `rediss://127.0.0.1:<tls port>`.
+    pub fn tls_url(&self) -> String {
+        format!(
+            "rediss://127.0.0.1:{}",
+            self.tls_port.expect("a TLS server")
+        )
     }
 
     fn spawn(&mut self) {
@@ -76,6 +112,18 @@ impl RedisServer {
             .arg(self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        if let Some(tls) = self.tls_port {
+            let d = self.dir.path();
+            cmd.arg("--tls-port")
+                .arg(tls.to_string())
+                .arg("--tls-cert-file")
+                .arg(d.join("server.crt"))
+                .arg("--tls-key-file")
+                .arg(d.join("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(d.join("ca.crt"))
+                .args(["--tls-auth-clients", "no"]);
+        }
         if self.cluster {
             cmd.args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
                 .arg("--cluster-config-file")
@@ -115,6 +163,66 @@ impl RedisServer {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, in `dir`.
+fn make_certs(openssl: &Path, dir: &Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new(openssl)
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec![
+        "req",
+        "-x509",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=freshcache test CA",
+    ];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.crt"]);
+    run(&ca);
+    let mut csr = vec!["req", "-subj", "/CN=127.0.0.1"];
+    csr.extend(ec);
+    csr.extend(["-keyout", "server.key", "-out", "server.csr"]);
+    run(&csr);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .expect("write ext.cnf");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "server.crt",
+    ]);
 }
 
 impl Drop for RedisServer {
