@@ -451,3 +451,31 @@ fn an_empty_catch_up_costs_one_round_trip() {
     // Generous: the machine running the suite may be loaded.
     assert!(each < Duration::from_millis(20), "{each:?}");
 }
+
+#[test]
+fn a_silent_partition_makes_entries_unconfirmed_within_seconds() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let partition = redis_server::Partition::new(server.port);
+    let strict = |c: &mut Config| c.redis.consistency = Consistency::Strict;
+    let (a, _ca, _da) = instance(&server.url(), false);
+    let (b, _cb, _db) = instance_with(&partition.url(), false, strict);
+    wait_subscribed(&[&a, &b]);
+    a.put("odds:g1:1", b"line", Put::default()).unwrap();
+    assert!(b.get("odds:g1:1").unwrap().is_some());
+    let rb = b.redis().unwrap();
+    assert!(rb.is_confirmed());
+    // No reset ever reaches B; only its heartbeat can tell.
+    partition.freeze();
+    let start = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(10), || !rb.is_confirmed()),
+        "B still confirmed behind a silent partition"
+    );
+    eprintln!("silent partition noticed after {:?}", start.elapsed());
+    assert!(
+        b.get("odds:g1:1").unwrap().is_none(),
+        "strict: unconfirmed = miss"
+    );
+}

@@ -19,6 +19,9 @@ use redis::RedisResult;
 use super::sync::{self, parse_id};
 use super::{lock, Core};
 
+/// How often the subscriber pings its connection.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
 /// The subscriber's state.
 #[derive(Debug, Default)]
 pub(crate) struct State {
@@ -82,8 +85,26 @@ async fn session(core: &Arc<Core>, backoff: &mut Duration) -> RedisResult<()> {
     core.sub.connected.store(true, Ordering::Relaxed);
     core.breaker.success();
     *backoff = Duration::from_millis(50);
-    let mut messages = ps.on_message();
-    while let Some(msg) = messages.next().await {
+    // A heartbeat on the subscription's own connection: a silent partition
+    // (no reset ever arrives) ends the session, and with it the confirmed
+    // state, within HEARTBEAT + the ping's deadline.
+    let (mut sink, mut messages) = ps.split();
+    let mut beat = tokio::time::interval(HEARTBEAT);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    beat.tick().await;
+    loop {
+        let msg = tokio::select! {
+            m = messages.next() => match m {
+                Some(m) => m,
+                None => return Ok(()),
+            },
+            _ = beat.tick() => {
+                tokio::time::timeout(timeout, sink.ping::<redis::Value>())
+                    .await
+                    .map_err(|_| super::timed_out())??;
+                continue;
+            }
+        };
         let payload = String::from_utf8_lossy(msg.get_payload_bytes()).into_owned();
         let mut parts = payload.splitn(4, '\n');
         let (Some(epoch), Some(id), Some(origin), Some(pattern)) =
@@ -104,5 +125,4 @@ async fn session(core: &Arc<Core>, backoff: &mut Duration) -> RedisResult<()> {
             return Err(e);
         }
     }
-    Ok(())
 }

@@ -287,6 +287,8 @@ impl RedisCluster {
 pub struct Partition {
     pub port: u16,
     cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Bytes are dropped silently (no reset, no close): a black hole.
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
     live: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
 }
 
@@ -297,7 +299,8 @@ impl Partition {
         let port = listener.local_addr().expect("addr").port();
         let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let live = std::sync::Arc::new(std::sync::Mutex::new(Vec::<TcpStream>::new()));
-        let (c, l) = (cut.clone(), live.clone());
+        let frozen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (c, l, f) = (cut.clone(), live.clone(), frozen.clone());
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
                 if c.load(Ordering::SeqCst) {
@@ -318,15 +321,38 @@ impl Partition {
                 }
                 for (from, to) in pairs {
                     if let (Ok(mut from), Ok(mut to)) = (from, to) {
+                        let f = f.clone();
                         std::thread::spawn(move || {
-                            let _ = std::io::copy(&mut from, &mut to);
+                            let mut buf = [0u8; 16 << 10];
+                            while let Ok(n) = from.read(&mut buf) {
+                                if n == 0 {
+                                    break;
+                                }
+                                if f.load(Ordering::SeqCst) {
+                                    continue;
+                                }
+                                if to.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                            }
                             let _ = to.shutdown(std::net::Shutdown::Both);
                         });
                     }
                 }
             }
         });
-        Partition { port, cut, live }
+        Partition {
+            port,
+            cut,
+            frozen,
+            live,
+        }
+    }
+
+    /// From now on forwards nothing and closes nothing: the connections
+    /// stay open, every byte is lost (a silent partition).
+    pub fn freeze(&self) {
+        self.frozen.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn url(&self) -> String {
