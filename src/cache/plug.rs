@@ -33,6 +33,9 @@ pub(crate) struct Remote {
     pub etag: Option<String>,
     pub last_modified: Option<String>,
     pub headers: Option<String>,
+    /// The root's position in the shared invalidation log when the read
+    /// began (see [`SharedTier::still_valid`]).
+    pub seen: Option<(String, crate::disk::index::LogId)>,
 }
 
 /// A tier several instances share, consulted after the local disk.
@@ -47,6 +50,11 @@ pub(crate) trait SharedTier: Send + Sync + fmt::Debug {
     /// A fresh entry for `key` (or, with `allow_stale`, a stale one) after
     /// a local miss. `None`: nothing usable, or the tier is unavailable.
     fn read(&self, key: &Key, now: Millis, allow_stale: bool) -> Option<Remote>;
+    /// Called after `remote` was backfilled locally: false when any process
+    /// on this root applied an invalidation since the read began and the
+    /// tier no longer holds that same put (the backfill raced with it; the
+    /// caller drops it again and misses).
+    fn still_valid(&self, key: &Key, remote: &Remote) -> bool;
     /// Entries just committed locally, to write through.
     fn write_through(&self, now: Millis, items: &[PutItem<'_>]);
     /// The log this root's sync position and outbox rows belong to.

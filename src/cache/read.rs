@@ -272,9 +272,17 @@ impl Cache {
     /// its own metadata (never written back through) and returned with the
     /// row it now has.
     fn read_through(&self, key: &Key, now: Millis, allow_stale: bool) -> Option<(Row, Bytes)> {
-        let remote = self.inner.shared.as_ref()?.read(key, now, allow_stale)?;
+        let shared = self.inner.shared.as_ref()?;
+        let remote = shared.read(key, now, allow_stale)?;
         let fresh = Freshness::at(remote.expires_at, now).is_fresh();
         self.backfill(key, &remote);
+        if !shared.still_valid(key, &remote) {
+            // Invalidated while it was on its way here: not served, not kept.
+            if let Err(e) = self.inner.store.delete(&[key.as_str().to_owned()]) {
+                tracing::warn!(key = key.as_str(), error = %e, "could not drop a raced backfill");
+            }
+            return None;
+        }
         let row = Row {
             key: key.as_str().to_owned(),
             blob_id: -1,

@@ -61,6 +61,7 @@ impl RedisTier {
         if self.core.breaker.may_try() && self.outbox_pending() && !self.share_pending() {
             return None;
         }
+        let seen = self.position();
         let entry_key = self.core.keys.entry(key.as_str());
         let keys = self.core.keys.clone();
         let timeout = self.core.settings.timeout;
@@ -120,7 +121,38 @@ impl RedisTier {
             etag: rec.etag,
             last_modified: rec.last_modified,
             headers: rec.headers,
+            seen,
         })
+    }
+
+    /// The root's persisted log position (`None` if unknown).
+    fn position(&self) -> Option<(String, crate::disk::index::LogId)> {
+        let cache = self.core.cache()?;
+        cache
+            .shared_position(self.core.keys.prefix())
+            .ok()
+            .flatten()
+    }
+
+    /// See [`crate::cache::plug::SharedTier::still_valid`]: one index read
+    /// unless an invalidation was applied meanwhile; then one round trip
+    /// compares Redis's record with the put that was read.
+    pub(crate) fn still_valid(&self, key: &Key, remote: &Remote) -> bool {
+        // The position moves in the transaction of every apply's deletes:
+        // unchanged means none committed between the read and now (one
+        // that commits later deletes the backfilled copy itself).
+        if self.position() == remote.seen {
+            return true;
+        }
+        let entry_key = self.core.keys.entry(key.as_str());
+        let (hash, created_at) = (remote.hash.to_hex(), remote.created_at);
+        let deadline = self.core.settings.timeout * 2;
+        let same = self.block("get", deadline, move |core| async move {
+            let mut c = core.conn().await?;
+            super::sync::same_put(&mut c, &entry_key, &hash, created_at).await
+        });
+        // Unknown (unreachable) counts as invalid: the safe answer.
+        same.unwrap_or(false)
     }
 
     /// Writes freshly stored entries through to Redis (waits for the

@@ -475,6 +475,9 @@ impl SharedTier for RedisTier {
     fn read(&self, key: &Key, now: Millis, allow_stale: bool) -> Option<Remote> {
         self.read_through(key, now, allow_stale)
     }
+    fn still_valid(&self, key: &Key, remote: &Remote) -> bool {
+        RedisTier::still_valid(self, key, remote)
+    }
     fn write_through(&self, now: Millis, items: &[PutItem<'_>]) {
         RedisTier::write_through(self, now, items);
     }

@@ -283,7 +283,12 @@ async fn reconcile(
 }
 
 /// Whether Redis's record for `entry_key` is the put a local entry holds.
-async fn same_put(c: &mut Conn, entry_key: &str, hash: &str, created_at: i64) -> RedisResult<bool> {
+pub(crate) async fn same_put(
+    c: &mut Conn,
+    entry_key: &str,
+    hash: &str,
+    created_at: i64,
+) -> RedisResult<bool> {
     let head: Vec<u8> = redis::cmd("GETRANGE")
         .arg(entry_key)
         .arg(0)
