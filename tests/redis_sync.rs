@@ -77,6 +77,13 @@ fn a_new_cli_process_misses_what_another_instance_invalidated() {
     // B: a hit through Redis, backfilled into B's root.
     let (code, out) = cli(b, Some(&url), &["get", "news:wire:2"], b"");
     assert_eq!((code, out.as_str()), (0, "news:wire:2"));
+    // The short-lived process's counters reached the root before it exited
+    // (the tier's background work never keeps the cache alive).
+    let (_, out) = cli(b, Some(&url), &["stats", "--json"], b"");
+    let stats: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(stats["redis"]["hits"], 1, "{out}");
+    assert_eq!(stats["redis"]["backfills"], 1, "{out}");
+    assert_eq!(stats["redis"]["confirmed"], true, "{out}");
     // B's root also gets an entry from another process: B's own put.
     assert_eq!(cli(b, Some(&url), &["put", "news:wire:9"], b"nine").0, 0);
     // C's root was written by a process without Redis (never synced).

@@ -26,6 +26,7 @@ use redis::{RedisError, RedisResult};
 
 use super::{codec, Conn, Core};
 use crate::base::key::Pattern;
+use crate::cache::Cache;
 use crate::disk::index::LogId;
 
 /// Entries replayed per round trip after the first.
@@ -93,12 +94,19 @@ fn storage(e: crate::Error) -> RedisError {
     std::io::Error::other(format!("local index: {e}")).into()
 }
 
-/// Runs a blocking cache operation off the runtime's workers.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> crate::Result<T> + Send + 'static,
-) -> RedisResult<T> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(r) => r.map_err(storage),
+/// Runs a blocking operation on the owning cache off the runtime's
+/// workers. `None` once the cache is gone. The cache is held only for the
+/// operation, never across a Redis call, so a process that ends (a CLI
+/// call) drops it — and flushes its counters — whatever is in flight here.
+async fn with_cache<T: Send + 'static>(
+    core: &Arc<Core>,
+    f: impl FnOnce(&Cache) -> crate::Result<T> + Send + 'static,
+) -> RedisResult<Option<T>> {
+    let Some(cache) = core.cache() else {
+        return Ok(None);
+    };
+    match tokio::task::spawn_blocking(move || f(&cache)).await {
+        Ok(r) => r.map(Some).map_err(storage),
         Err(e) => Err(std::io::Error::other(e.to_string()).into()),
     }
 }
@@ -133,18 +141,18 @@ fn candidate_epoch() -> String {
 /// what it missed or reconciles. Marks the process confirmed on success.
 pub(crate) async fn catch_up(core: &Arc<Core>, c: &mut Conn) -> RedisResult<()> {
     let _one = core.sync_lock.lock().await;
-    let Some(cache) = core.cache() else {
-        return Ok(());
-    };
     let scope = core.keys.prefix().to_owned();
     // One local read: the position, and whether the outbox needs a flush.
-    let (stored, pending) = {
-        let (cache, scope) = (cache.clone(), scope.clone());
-        blocking(move || {
+    let read = {
+        let scope = scope.clone();
+        with_cache(core, move |cache| {
             let pending = !cache.outbox_peek(&scope, 1)?.is_empty();
             Ok((cache.shared_position(&scope)?, pending))
         })
         .await?
+    };
+    let Some((stored, pending)) = read else {
+        return Ok(());
     };
     if pending {
         flush_outbox(core, c).await?;
@@ -211,9 +219,6 @@ pub(crate) async fn apply(
     upto: LogId,
     entries: &[LogEntry],
 ) -> RedisResult<()> {
-    let Some(cache) = core.cache() else {
-        return Ok(());
-    };
     let patterns: Vec<String> = entries
         .iter()
         .filter(|(_, origin, _)| *origin != core.instance)
@@ -221,7 +226,10 @@ pub(crate) async fn apply(
         .collect();
     let n = patterns.len() as i64;
     let (scope, epoch) = (core.keys.prefix().to_owned(), epoch.to_owned());
-    blocking(move || cache.apply_shared(&scope, &epoch, upto, &patterns, false)).await?;
+    with_cache(core, move |cache| {
+        cache.apply_shared(&scope, &epoch, upto, &patterns, false)
+    })
+    .await?;
     if n > 0 {
         core.count("invalidations_received", n);
     }
@@ -237,12 +245,8 @@ async fn reconcile(
     newest: LogId,
     why: &str,
 ) -> RedisResult<()> {
-    let Some(cache) = core.cache() else {
+    let Some(metas) = with_cache(core, |cache| cache.list(None)).await? else {
         return Ok(());
-    };
-    let metas = {
-        let cache = cache.clone();
-        blocking(move || cache.list(None)).await?
     };
     if !metas.is_empty() {
         tracing::warn!(local = metas.len(), "reconciling with redis: {why}");
@@ -270,7 +274,10 @@ async fn reconcile(
         .into_iter()
         .filter(|k| Pattern::new(k).is_ok())
         .collect();
-    blocking(move || cache.apply_shared(&scope, &epoch, newest, &gone, true)).await?;
+    with_cache(core, move |cache| {
+        cache.apply_shared(&scope, &epoch, newest, &gone, true)
+    })
+    .await?;
     core.count("reconciles", 1);
     if dropped > 0 || !metas.is_empty() {
         tracing::info!(
@@ -314,18 +321,15 @@ pub(crate) async fn same_put(
 /// queued.
 pub(crate) async fn flush_outbox(core: &Arc<Core>, c: &mut Conn) -> RedisResult<()> {
     let _one = core.flush_lock.lock().await;
-    let Some(cache) = core.cache() else {
-        return Ok(());
-    };
     let scope = core.keys.prefix().to_owned();
     loop {
         let rows = {
-            let (cache, scope) = (cache.clone(), scope.clone());
-            blocking(move || cache.outbox_peek(&scope, OUTBOX_BATCH)).await?
+            let scope = scope.clone();
+            with_cache(core, move |cache| cache.outbox_peek(&scope, OUTBOX_BATCH)).await?
         };
-        if rows.is_empty() {
+        let Some(rows) = rows.filter(|r| !r.is_empty()) else {
             return Ok(());
-        }
+        };
         for (seq, pattern) in rows {
             if let Ok(p) = Pattern::new(&pattern) {
                 super::io::remove_matching(core, c, &p).await?;
@@ -342,8 +346,11 @@ pub(crate) async fn flush_outbox(core: &Arc<Core>, c: &mut Conn) -> RedisResult<
                 .await?;
             let prev = parse_id(&prev).unwrap_or((0, 0));
             let id = parse_id(&id).unwrap_or((0, 0));
-            let (cache, scope) = (cache.clone(), scope.clone());
-            blocking(move || cache.outbox_published(&scope, seq, &epoch, prev, id)).await?;
+            let scope = scope.clone();
+            with_cache(core, move |cache| {
+                cache.outbox_published(&scope, seq, &epoch, prev, id)
+            })
+            .await?;
             core.count("invalidations_shared", 1);
         }
     }
