@@ -47,18 +47,22 @@ local e = redis.call('GET', KEYS[2])
 if not e then redis.call('SET', KEYS[2], ARGV[1]); e = ARGV[1] end
 if redis.call('EXISTS', KEYS[1]) == 0 then return {e, '0-0', '0-0', {}} end
 local info = redis.call('XINFO', 'STREAM', KEYS[1])
-local last, first, added, len = '0-0', '0-0', 0, 0
+local last, first, oldest, added, len = '0-0', '0-0', '0-0', nil, 0
 for i = 1, #info, 2 do
   local k, v = info[i], info[i + 1]
   if k == 'last-generated-id' then last = v end
   if k == 'recorded-first-entry-id' then first = v end
+  if k == 'first-entry' and type(v) == 'table' then oldest = v[1] end
   if k == 'entries-added' then added = v end
   if k == 'length' then len = v end
 end
 -- Trimming leaves max-deleted-entry-id alone; entries-added > length says
--- some were trimmed, and the oldest kept one bounds what is gone.
+-- some were trimmed, and the oldest kept one bounds what is gone. Before
+-- Redis 7 there is no entries-added: any entry older than the oldest kept
+-- one may have been trimmed.
 local trimmed = '0-0'
-if added > len then trimmed = first end
+if added == nil then trimmed = oldest
+elseif added > len then trimmed = first end
 local entries = {}
 if ARGV[2] ~= '' then
   entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[2], '+', 'COUNT', ARGV[3])
