@@ -20,11 +20,12 @@
 //!   `created_at`) is dropped, and the position is reset to the log's end.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::future::try_join_all;
 use redis::{RedisError, RedisResult};
 
-use super::{codec, Conn, Core};
+use super::{codec, Conn, Core, RedisTier};
 use crate::base::key::Pattern;
 use crate::cache::Cache;
 use crate::disk::index::LogId;
@@ -357,5 +358,55 @@ pub(crate) async fn flush_outbox(core: &Arc<Core>, c: &mut Conn) -> RedisResult<
             .await?;
             core.count("invalidations_shared", 1);
         }
+    }
+}
+
+impl RedisTier {
+    /// Whether this root has invalidations waiting to be shared.
+    pub(crate) fn outbox_pending(&self) -> bool {
+        let Some(cache) = self.core.cache() else {
+            return false;
+        };
+        cache
+            .outbox_peek(self.core.keys.prefix(), 1)
+            .map_or(true, |rows| !rows.is_empty())
+    }
+
+    /// Publishes this root's outbox; true when nothing is left pending.
+    pub(crate) fn share_pending(&self) -> bool {
+        if !self.outbox_pending() {
+            return true;
+        }
+        let deadline = self.core.settings.timeout * 8;
+        let flushed = self.block("invalidate", deadline, |core| async move {
+            let mut c = core.conn().await?;
+            flush_outbox(&core, &mut c).await
+        });
+        flushed.is_some() && !self.outbox_pending()
+    }
+
+    /// Whether local entries are confirmed against the invalidation log.
+    pub fn is_confirmed(&self) -> bool {
+        self.core.sub.is_caught_up() && self.core.breaker.is_up()
+    }
+
+    /// Catches this root up with the invalidation log now (publishing its
+    /// outbox first), waiting at most `deadline`; true when it completed.
+    /// Done at open; exposed for measurement and tests.
+    pub fn catch_up(&self, deadline: Duration) -> bool {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let core = self.core.clone();
+        // Not cut off at the deadline: a reconcile goes on in the background
+        // (each Redis call has its own deadline) while the caller proceeds
+        // with its entries unconfirmed.
+        self.handle.spawn(async move {
+            let r = async {
+                let mut c = core.conn().await?;
+                catch_up(&core, &mut c).await
+            }
+            .await;
+            let _ = tx.send(core.settle("catch_up", r).is_some());
+        });
+        rx.recv_timeout(deadline).unwrap_or(false)
     }
 }

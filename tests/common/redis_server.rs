@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use freshcache::{Cache, ManualClock};
+use freshcache::{Cache, Config, ManualClock};
 
 /// One redis-server child process; killed on drop.
 pub struct RedisServer {
@@ -424,4 +424,42 @@ pub fn multi_thread_runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
+}
+
+/// A cache at `dir` (an existing root, reopened like a restarted instance).
+pub fn reopen(dir: &Path, url: &str, tweak: impl FnOnce(&mut Config)) -> (Cache, ManualClock) {
+    super::open_with(dir, |c| {
+        c.redis.url = Some(url.to_string());
+        c.redis.timeout.0 = Duration::from_secs(1);
+        tweak(c);
+    })
+}
+
+/// Runs the CLI on `root` (with Redis at `url`, when given); returns the
+/// exit code and stdout.
+pub fn cli(root: &Path, url: Option<&str>, args: &[&str], stdin: &[u8]) -> (i32, String) {
+    use std::io::Write;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_freshcache"));
+    cmd.arg("--root").arg(root).args(args);
+    cmd.env_remove("FRESHCACHE_REDIS_URL");
+    if let Some(url) = url {
+        cmd.env("FRESHCACHE_REDIS_URL", url);
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run freshcache");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let code = out.status.code().expect("exited");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if code > 1 {
+        eprintln!(
+            "freshcache {args:?}: exit {code}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    (code, stdout)
 }
