@@ -12,12 +12,18 @@ use std::time::{Duration, Instant};
 
 use common::{open_with, tool};
 use freshcache::{Admission, LeaseOutcome, Put};
-use redis_server::{eventually, instance, wait_subscribed, Partition, RedisCluster, RedisServer};
+use redis_server::{
+    eventually, instance, instance_with, wait_subscribed, Partition, RedisCluster, RedisServer,
+};
 
 /// The read/write/invalidate contract, on one server or a cluster.
 fn read_write_invalidate(url: &str, cluster: bool) {
-    let (a, _ca, _da) = instance(url, cluster);
-    let (b, cb, _db) = instance(url, cluster);
+    read_write_invalidate_with(url, cluster, |_| {});
+}
+
+fn read_write_invalidate_with(url: &str, cluster: bool, tweak: impl Fn(&mut freshcache::Config)) {
+    let (a, _ca, _da) = instance_with(url, cluster, &tweak);
+    let (b, cb, _db) = instance_with(url, cluster, &tweak);
     wait_subscribed(&[&a, &b]);
 
     // A put on A is a hit on B, backfilled into B's local tiers.
@@ -58,7 +64,7 @@ fn read_write_invalidate(url: &str, cluster: bool) {
     // A stale entry is never served as fresh, from any tier.
     cb.advance(Duration::from_secs(61));
     assert!(b.get("odds:g1:1").unwrap().is_none());
-    let (c, cc, _dc) = instance(url, cluster);
+    let (c, cc, _dc) = instance_with(url, cluster, &tweak);
     cc.advance(Duration::from_secs(61));
     assert!(
         c.get("odds:g1:1").unwrap().is_none(),
@@ -117,6 +123,25 @@ fn put_on_one_instance_is_a_hit_on_another_and_invalidation_reaches_it() {
         return;
     };
     read_write_invalidate(&server.url(), false);
+}
+
+#[test]
+fn tls_connection_passes_the_same_read_write_invalidate_contract() {
+    let Some(server) = RedisServer::start_tls() else {
+        return;
+    };
+    let ca = server.ca_file();
+    read_write_invalidate_with(&server.tls_url(), false, |c| {
+        c.redis.tls_ca_file = Some(ca.clone())
+    });
+    // Without the test's CA the server's certificate is not trusted: the
+    // cache still opens and works locally, the tier is simply down.
+    let (d, _cd, _dd) = instance(&server.tls_url(), false);
+    d.put("odds:g1:1", b"local", Put::default()).unwrap();
+    assert!(
+        !d.redis().unwrap().is_confirmed(),
+        "TLS handshake must fail"
+    );
 }
 
 #[test]

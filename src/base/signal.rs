@@ -18,6 +18,9 @@ pub enum StaleReason {
     TooOld,
     /// Created after the instant the inference is for.
     FromTheFuture,
+    /// Fresh locally, but not confirmed against the shared invalidation log
+    /// (`redis.consistency: strict`): another instance may have withdrawn it.
+    Unconfirmed,
 }
 
 impl StaleReason {
@@ -28,6 +31,7 @@ impl StaleReason {
             StaleReason::Expired => "expired",
             StaleReason::TooOld => "too_old",
             StaleReason::FromTheFuture => "from_the_future",
+            StaleReason::Unconfirmed => "unconfirmed",
         }
     }
 }
@@ -60,6 +64,9 @@ pub fn summarize(signals: &[StaleSignal]) -> String {
             let what = s.key.as_deref().unwrap_or(&s.requirement);
             match (s.reason, s.age_ms, s.limit_ms, s.over_by_ms) {
                 (StaleReason::Missing, ..) => format!("{what} missing"),
+                (StaleReason::Unconfirmed, ..) => format!(
+                    "{what} unconfirmed (not yet checked against the shared invalidation log)"
+                ),
                 (r, Some(age), Some(limit), Some(over)) => format!(
                     "{what} {} (age {}, limit {}, over by {})",
                     match r {

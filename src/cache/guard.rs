@@ -9,6 +9,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::base::clock::Millis;
+use crate::base::config::Consistency;
 use crate::base::error::{Error, Result};
 use crate::base::key::{Key, Pattern};
 use crate::base::names;
@@ -50,6 +51,10 @@ pub struct FreshSet {
     pub at: Millis,
     /// One signal per requirement, in the order asked.
     pub signals: Vec<Signal>,
+    /// Keys accepted although not confirmed against the shared invalidation
+    /// log (`redis.consistency: available` while unconfirmed); empty otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unconfirmed: Vec<String>,
 }
 
 impl FreshSet {
@@ -150,7 +155,9 @@ impl<'a> Guard<'a> {
             store.quarantine(&row, bytes.as_deref(), at)?;
         }
 
+        let unconfirmed_mode = self.cache.unconfirmed();
         let mut signals = Vec::new();
+        let mut unconfirmed = Vec::new();
         let mut stale = Vec::new();
         for (req, (text, hit)) in reqs
             .iter()
@@ -172,17 +179,37 @@ impl<'a> Guard<'a> {
                     limit_ms: None,
                     over_by_ms: None,
                 }),
-                Some((row, _)) => self.judge(row, at).map(|mut s| {
-                    s.requirement = text.to_owned();
-                    s
-                }),
+                Some((row, _)) => self
+                    .judge(row, at)
+                    .or_else(|| match unconfirmed_mode {
+                        Some(Consistency::Strict) => Some(StaleSignal {
+                            requirement: String::new(),
+                            key: Some(row.key.clone()),
+                            class: row.class.clone(),
+                            reason: StaleReason::Unconfirmed,
+                            age_ms: Some(at - row.created_at),
+                            limit_ms: None,
+                            over_by_ms: None,
+                        }),
+                        _ => None,
+                    })
+                    .map(|mut s| {
+                        s.requirement = text.to_owned();
+                        s
+                    }),
             };
             match (refusal, hit) {
                 (Some(s), _) => {
-                    self.cache.count(names::ttl_violation(&class), 1);
+                    if s.reason != StaleReason::Unconfirmed {
+                        self.cache.count(names::ttl_violation(&class), 1);
+                    }
                     stale.push(s);
                 }
                 (None, Some((row, Some(bytes)))) => {
+                    if unconfirmed_mode.is_some() {
+                        self.cache.count(names::redis("unconfirmed_reads"), 1);
+                        unconfirmed.push(row.key.clone());
+                    }
                     signals.push(Signal {
                         requirement: text.to_owned(),
                         meta: Meta::from_row(row, at),
@@ -206,7 +233,11 @@ impl<'a> Guard<'a> {
             }
         }
         if stale.is_empty() {
-            Ok(FreshSet { at, signals })
+            Ok(FreshSet {
+                at,
+                signals,
+                unconfirmed,
+            })
         } else {
             self.cache.count(names::GUARD_REFUSALS.to_string(), 1);
             tracing::warn!(

@@ -257,6 +257,18 @@ fn render_redis(e: &mut Exposition, r: &crate::disk::stats::RedisStats) {
         "1 while the Redis tier is reachable (circuit breaker closed), 0 while it is down.",
         if r.up { 1.0 } else { 0.0 },
     );
+    e.single(
+        "freshcache_redis_confirmed",
+        "gauge",
+        "1 while this process's local entries are confirmed against the shared invalidation log.",
+        if r.confirmed { 1.0 } else { 0.0 },
+    );
+    e.single(
+        "freshcache_redis_pending_invalidations",
+        "gauge",
+        "Invalidations in this root's outbox, not yet shared with the other instances.",
+        r.pending_unshared as f64,
+    );
     for (name, help, v) in [
         (
             "misses",
@@ -274,6 +286,21 @@ fn render_redis(e: &mut Exposition, r: &crate::disk::stats::RedisStats) {
             "invalidations_received",
             "Invalidations from other instances applied locally.",
             r.invalidations_received,
+        ),
+        (
+            "unconfirmed_reads",
+            "Reads that served an unconfirmed local entry (redis.consistency: available).",
+            r.unconfirmed_reads,
+        ),
+        (
+            "invalidations_not_shared",
+            "Invalidations made while Redis was unreachable (queued in the outbox).",
+            r.invalidations_not_shared,
+        ),
+        (
+            "reconciles",
+            "Full reconciles with Redis (log trimmed, data set replaced, root never synced).",
+            r.reconciles,
         ),
     ] {
         let name = format!("freshcache_redis_{name}_total");

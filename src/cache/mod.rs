@@ -216,6 +216,7 @@ impl Cache {
         if let Some(shared) = &self.inner.shared {
             s.redis.configured = true;
             s.redis.up = shared.is_up();
+            s.redis.confirmed = shared.confirmed();
         }
         Ok(s)
     }

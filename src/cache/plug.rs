@@ -15,7 +15,7 @@ use crate::base::clock::Millis;
 use crate::base::config::Rate;
 use crate::base::digest::Digest;
 use crate::base::error::Result;
-use crate::base::key::{Key, Pattern};
+use crate::base::key::Key;
 use crate::disk::store::PutItem;
 
 /// A boxed future, for the async methods of the plug traits.
@@ -33,6 +33,9 @@ pub(crate) struct Remote {
     pub etag: Option<String>,
     pub last_modified: Option<String>,
     pub headers: Option<String>,
+    /// The root's position in the shared invalidation log when the read
+    /// began (see [`SharedTier::still_valid`]).
+    pub seen: Option<(String, crate::disk::index::LogId)>,
 }
 
 /// A tier several instances share, consulted after the local disk.
@@ -47,13 +50,26 @@ pub(crate) trait SharedTier: Send + Sync + fmt::Debug {
     /// A fresh entry for `key` (or, with `allow_stale`, a stale one) after
     /// a local miss. `None`: nothing usable, or the tier is unavailable.
     fn read(&self, key: &Key, now: Millis, allow_stale: bool) -> Option<Remote>;
+    /// Called after `remote` was backfilled locally: false when any process
+    /// on this root applied an invalidation since the read began and the
+    /// tier no longer holds that same put (the backfill raced with it; the
+    /// caller drops it again and misses).
+    fn still_valid(&self, key: &Key, remote: &Remote) -> bool;
     /// Entries just committed locally, to write through.
     fn write_through(&self, now: Millis, items: &[PutItem<'_>]);
-    /// Removes every match from the tier and tells the other instances.
-    /// False when the tier was unreachable (the invalidation stayed local).
-    fn invalidate(&self, pattern: &Pattern) -> bool;
+    /// The log this root's sync position and outbox rows belong to.
+    fn scope(&self) -> &str;
+    /// Publishes this root's outbox (invalidations already applied locally,
+    /// queued in the same transaction), in order: removes the matches from
+    /// the tier and tells the other instances. False when some are still
+    /// pending (the tier is unreachable).
+    fn share_pending(&self) -> bool;
     /// Whether the tier is reachable now.
     fn is_up(&self) -> bool;
+    /// Whether this process's local entries are confirmed against the
+    /// shared invalidation log (caught up and still listening). While not,
+    /// `redis.consistency` decides whether they are served.
+    fn confirmed(&self) -> bool;
     /// The implementation, for its own extra API (`Cache::redis`).
     fn as_any(&self) -> &dyn Any;
 }

@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 
 use super::{plug::Remote, Cache, Entry, Meta};
 use crate::base::clock::Millis;
+use crate::base::config::Consistency;
 use crate::base::error::{Error, Result};
 use crate::base::key::Key;
 use crate::base::names::{self, Tier};
@@ -27,7 +28,12 @@ impl Cache {
         let key = Key::new(key)?;
         let now = self.now();
         let generation = self.inner.hot.sync(&self.inner.store.index)?;
-        let out = match self.hot_get(&key, now) {
+        // Unconfirmed local entries take the counted (or refused) path below.
+        let hot = match self.unconfirmed() {
+            None => self.hot_get(&key, now),
+            Some(_) => None,
+        };
+        let out = match hot {
             Some(b) => Some(b),
             None => self
                 .read_at(&key, now, false, Some(generation))?
@@ -212,6 +218,19 @@ impl Cache {
             self.count_miss(&read.row.class);
             return None;
         }
+        match self.unconfirmed() {
+            None => {}
+            // Strict: the local copy may have been withdrawn elsewhere; only
+            // the shared tier's current copy may answer.
+            Some(Consistency::Strict) => {
+                if let Some(hit) = fresh.then(|| redis(allow_stale)).flatten() {
+                    return Some(hit);
+                }
+                self.count_miss(&read.row.class);
+                return None;
+            }
+            Some(Consistency::Available) => self.count(names::redis("unconfirmed_reads"), 1),
+        }
         let (tier, bytes) = match read.bytes {
             Some(b) => {
                 let b = Bytes::from(b);
@@ -237,14 +256,33 @@ impl Cache {
         Some((read.row, bytes))
     }
 
+    /// `None` while local entries are confirmed against the shared
+    /// invalidation log (or there is no shared tier); otherwise the
+    /// configured treatment of unconfirmed entries.
+    pub(crate) fn unconfirmed(&self) -> Option<Consistency> {
+        let shared = self.inner.shared.as_ref()?;
+        if shared.confirmed() {
+            return None;
+        }
+        Some(self.config().redis.consistency)
+    }
+
     /// Looks `key` up in the shared tier after a local miss (or a stale
     /// local copy). A usable copy is backfilled into the local store with
     /// its own metadata (never written back through) and returned with the
     /// row it now has.
     fn read_through(&self, key: &Key, now: Millis, allow_stale: bool) -> Option<(Row, Bytes)> {
-        let remote = self.inner.shared.as_ref()?.read(key, now, allow_stale)?;
+        let shared = self.inner.shared.as_ref()?;
+        let remote = shared.read(key, now, allow_stale)?;
         let fresh = Freshness::at(remote.expires_at, now).is_fresh();
         self.backfill(key, &remote);
+        if !shared.still_valid(key, &remote) {
+            // Invalidated while it was on its way here: not served, not kept.
+            if let Err(e) = self.inner.store.delete(&[key.as_str().to_owned()]) {
+                tracing::warn!(key = key.as_str(), error = %e, "could not drop a raced backfill");
+            }
+            return None;
+        }
         let row = Row {
             key: key.as_str().to_owned(),
             blob_id: -1,

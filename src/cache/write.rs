@@ -7,12 +7,13 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::{Cache, Put, Stored};
+use crate::base::clock::Millis;
 use crate::base::error::{Error, Result};
 use crate::base::key::{Key, Pattern};
 use crate::base::names;
 use crate::base::policy;
 use crate::disk::blob::Digest;
-use crate::disk::index;
+use crate::disk::index::{self, LogId};
 use crate::disk::store::{EntryFields, PutItem};
 
 /// Largest value a put copies into L1.
@@ -139,8 +140,10 @@ impl Cache {
     /// [`Error::InvalidKey`] or a storage error.
     pub fn delete(&self, key: &str) -> Result<bool> {
         let key = Key::new(key)?;
-        self.invalidate_shared(&Pattern::new(key.as_str())?);
-        Ok(self.inner.store.delete(&[key.as_str().to_owned()])? > 0)
+        if self.inner.shared.is_none() {
+            return Ok(self.inner.store.delete(&[key.as_str().to_owned()])? > 0);
+        }
+        Ok(self.invalidate_pattern(&Pattern::new(key.as_str())?)? > 0)
     }
 
     /// Removes every key matching `pattern`, in one transaction; returns how many.
@@ -148,37 +151,134 @@ impl Cache {
     /// # Errors
     /// [`Error::InvalidPattern`] or a storage error (nothing removed then).
     pub fn invalidate(&self, pattern: &str) -> Result<usize> {
-        self.invalidate_shared(&Pattern::new(pattern)?);
-        self.invalidate_local(pattern)
+        self.invalidate_pattern(&Pattern::new(pattern)?)
     }
 
-    /// Removes matches from the shared tier and tells the other instances.
-    /// When it is unreachable the invalidation stays local: it is logged and
-    /// counted (`redis|invalidations_not_shared`), because other instances
-    /// and a later read-through may still serve those keys until they expire.
-    fn invalidate_shared(&self, pattern: &Pattern) {
-        if let Some(shared) = &self.inner.shared {
-            if !shared.invalidate(pattern) {
-                tracing::warn!(%pattern, "shared tier unreachable: invalidation not shared with other instances");
-                self.count(names::redis("invalidations_not_shared"), 1);
-            }
+    /// With a shared tier, the local deletes and an outbox row for the
+    /// invalidation commit in one transaction; the outbox is then published
+    /// (in order, by whichever process on this root reaches the tier first).
+    /// When the tier is unreachable the invalidation waits there: logged
+    /// and counted (`redis|invalidations_not_shared`, and the pending gauge).
+    fn invalidate_pattern(&self, pattern: &Pattern) -> Result<usize> {
+        let Some(shared) = &self.inner.shared else {
+            return self.delete_matching(pattern, None);
+        };
+        let n = self.delete_matching(pattern, Some(shared.scope()))?;
+        if !shared.share_pending() {
+            tracing::warn!(%pattern, "shared tier unreachable: invalidation queued in the outbox until it is back");
+            self.count(names::redis("invalidations_not_shared"), 1);
         }
+        Ok(n)
     }
 
-    /// [`Cache::invalidate`] on this root's tiers only (remote invalidations
-    /// arrive here).
-    pub(crate) fn invalidate_local(&self, pattern: &str) -> Result<usize> {
-        let pattern = Pattern::new(pattern)?;
-        let (lo, hi) = pattern.range();
+    /// Deletes every match in one transaction, queueing the invalidation in
+    /// `outbox` (a log scope) in the same transaction when given.
+    fn delete_matching(&self, pattern: &Pattern, outbox: Option<&str>) -> Result<usize> {
+        let now = self.now();
         let store = &self.inner.store;
         store.write(|tx| {
-            let rows = index::range(tx, &lo, hi.as_deref()).map_err(|e| store.index.wrap(e))?;
-            let keys: Vec<String> = rows
-                .into_iter()
-                .map(|r| r.key)
-                .filter(|k| pattern.matches(k))
-                .collect();
-            store.delete_in(tx, &keys)
+            if let Some(scope) = outbox {
+                index::outbox_push(tx, scope, pattern.as_str(), now)
+                    .map_err(|e| store.index.wrap(e))?;
+            }
+            self.delete_matching_in(tx, pattern, None)
+        })
+    }
+
+    /// Deletes the matches of `pattern` (only those created before
+    /// `before`, when given) inside a write transaction.
+    fn delete_matching_in(
+        &self,
+        tx: &rusqlite::Connection,
+        pattern: &Pattern,
+        before: Option<Millis>,
+    ) -> Result<usize> {
+        let store = &self.inner.store;
+        let (lo, hi) = pattern.range();
+        let rows = index::range(tx, &lo, hi.as_deref()).map_err(|e| store.index.wrap(e))?;
+        let keys: Vec<String> = rows
+            .into_iter()
+            .filter(|r| before.is_none_or(|b| r.created_at < b))
+            .map(|r| r.key)
+            .filter(|k| pattern.matches(k))
+            .collect();
+        store.delete_in(tx, &keys)
+    }
+
+    /// The position in `scope`'s shared invalidation log this root has
+    /// applied: (epoch of the data set, log id).
+    pub(crate) fn shared_position(&self, scope: &str) -> Result<Option<(String, LogId)>> {
+        self.inner
+            .store
+            .index
+            .read(|c| index::sync_position(c, scope))
+    }
+
+    /// Applies invalidations read from the shared log (patterns, in log
+    /// order) and records `upto` as applied, in one transaction. `reset`
+    /// (after a reconcile) replaces the stored epoch and position; otherwise
+    /// the position only moves forward within the stored epoch.
+    pub(crate) fn apply_shared(
+        &self,
+        scope: &str,
+        epoch: &str,
+        upto: LogId,
+        patterns: &[String],
+        reset: bool,
+    ) -> Result<usize> {
+        let parsed: Vec<Pattern> = patterns
+            .iter()
+            .filter_map(|p| Pattern::new(p).ok())
+            .collect();
+        let store = &self.inner.store;
+        store.write(|tx| {
+            let mut n = 0;
+            for p in &parsed {
+                n += self.delete_matching_in(tx, p, None)?;
+            }
+            index::set_sync_position(tx, scope, epoch, upto, reset)
+                .map_err(|e| store.index.wrap(e))?;
+            Ok(n)
+        })
+    }
+
+    /// The oldest invalidations of `scope` still waiting in the outbox.
+    pub(crate) fn outbox_peek(&self, scope: &str, limit: i64) -> Result<Vec<(i64, String)>> {
+        self.inner
+            .store
+            .index
+            .read(|c| index::outbox_peek(c, scope, limit))
+    }
+
+    /// Outbox row `seq` reached the shared tier as log entry `id` (right
+    /// after `prev`): drop its matches created before it again (a
+    /// read-through may have backfilled an old copy before the shared one
+    /// went; later puts stay), remove the row, and, when this root had
+    /// applied the log exactly up to `prev`, move its position past its own
+    /// entry (nothing to replay there). One transaction.
+    pub(crate) fn outbox_published(
+        &self,
+        scope: &str,
+        seq: i64,
+        epoch: &str,
+        prev: LogId,
+        id: LogId,
+    ) -> Result<()> {
+        let store = &self.inner.store;
+        let w = |e| store.index.wrap(e);
+        store.write(|tx| {
+            if let Some((pattern, created_at)) = index::outbox_row(tx, seq).map_err(w)? {
+                if let Ok(p) = Pattern::new(&pattern) {
+                    self.delete_matching_in(tx, &p, Some(created_at))?;
+                }
+            }
+            index::outbox_remove(tx, seq).map_err(w)?;
+            if let Some((e, pos)) = index::sync_position(tx, scope).map_err(w)? {
+                if e == epoch && pos == prev {
+                    index::set_sync_position(tx, scope, epoch, id, false).map_err(w)?;
+                }
+            }
+            Ok(())
         })
     }
 

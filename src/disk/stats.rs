@@ -222,6 +222,19 @@ pub struct RedisStats {
     pub leases_waited: u64,
     /// Invalidations from other instances applied to the local tiers.
     pub invalidations_received: u64,
+    /// Local entries are confirmed against the shared invalidation log
+    /// (live state of this process).
+    pub confirmed: bool,
+    /// Reads that served (or guard checks that accepted) an unconfirmed
+    /// local entry under `redis.consistency: available`.
+    pub unconfirmed_reads: u64,
+    /// Invalidations made while the tier was unreachable (queued).
+    pub invalidations_not_shared: u64,
+    /// Invalidations in this root's outbox, not yet shared (a gauge).
+    pub pending_unshared: u64,
+    /// Full reconciles with the shared tier (log trimmed, data set replaced,
+    /// or a root never synced).
+    pub reconciles: u64,
 }
 
 /// A snapshot of the cache's figures, shared by every process on the root.
@@ -341,6 +354,9 @@ impl Stats {
                         "leases_won" => r.leases_won += v,
                         "leases_waited" => r.leases_waited += v,
                         "invalidations_received" => r.invalidations_received += v,
+                        "unconfirmed_reads" => r.unconfirmed_reads += v,
+                        "invalidations_not_shared" => r.invalidations_not_shared += v,
+                        "reconciles" => r.reconciles += v,
                         _ => {}
                     }
                 }
@@ -360,11 +376,15 @@ impl Stats {
 
     /// Reads the persisted counters.
     pub(crate) fn load(idx: &Index, pending: HashMap<String, i64>) -> Result<Stats> {
-        let (counters, index_bytes) =
-            idx.read(|c| Ok((index::counters_with_prefix(c, "")?, index::index_bytes(c)?)))?;
-        Ok(Stats::from_counters(
-            counters.into_iter().chain(pending),
-            index_bytes,
-        ))
+        let (counters, index_bytes, outbox) = idx.read(|c| {
+            Ok((
+                index::counters_with_prefix(c, "")?,
+                index::index_bytes(c)?,
+                index::outbox_len(c)?,
+            ))
+        })?;
+        let mut s = Stats::from_counters(counters.into_iter().chain(pending), index_bytes);
+        s.redis.pending_unshared = outbox;
+        Ok(s)
     }
 }

@@ -35,6 +35,10 @@ impl Keys {
             prefix: prefix.to_string(),
         }
     }
+    /// The prefix (also the scope of this tier's log in a root's index).
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
     pub(crate) fn entry(&self, key: &str) -> String {
         format!("{}:e:{{{}}}", self.prefix, escape(key))
     }
@@ -52,6 +56,11 @@ impl Keys {
     }
     pub(crate) fn inv_log(&self) -> String {
         format!("{}:{{inv}}:log", self.prefix)
+    }
+    /// The random token naming the data set the log belongs to (same
+    /// slot as the log): gone or different = the data set was replaced.
+    pub(crate) fn inv_epoch(&self) -> String {
+        format!("{}:{{inv}}:epoch", self.prefix)
     }
     pub(crate) fn inv_channel(&self) -> String {
         format!("{}:inv", self.prefix)
@@ -137,6 +146,17 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<(Record, &[u8])> {
     Some((rec, body))
 }
 
+/// Decodes only a record's header (the value may be cut off: a prefix of
+/// the record is enough); `None` if malformed or incomplete.
+pub(crate) fn decode_header(bytes: &[u8]) -> Option<Record> {
+    let rest = bytes.strip_prefix(MAGIC)?;
+    let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+    let header = rest.get(4..4usize.checked_add(len)?)?;
+    let rec: Record = serde_json::from_slice(header).ok()?;
+    rec.digest()?;
+    Some(rec)
+}
+
 /// A shared blob: one codec byte, then the encoded bytes.
 pub(crate) fn encode_blob(value: &[u8], zstd_level: i32) -> Vec<u8> {
     let (codec, bytes) = crate::disk::blob::codec::encode(value, zstd_level);
@@ -192,6 +212,15 @@ mod tests {
         ] {
             assert!(decode(bad).is_none(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn header_decodes_from_a_prefix_of_the_record() {
+        let r = rec(Body::Inline);
+        let bytes = encode(&r, Some(&[9u8; 5000]));
+        assert_eq!(decode_header(&bytes[..200]).unwrap(), r);
+        assert!(decode_header(&bytes[..20]).is_none());
+        assert!(decode_header(b"FC1\0\0\0\x02{}").is_none());
     }
 
     #[test]

@@ -12,8 +12,10 @@
 use futures_util::future::{try_join, try_join_all};
 use redis::Script;
 
+use redis::RedisResult;
+
 use super::codec::{self, Body, Record};
-use super::RedisTier;
+use super::{Conn, Core, RedisTier};
 use crate::base::clock::Millis;
 use crate::base::key::{Key, Pattern};
 use crate::base::policy::Freshness;
@@ -54,6 +56,12 @@ impl RedisTier {
     /// a fresh entry — or, with `allow_stale`, a stale one — verified
     /// against its hash. The cache backfills it.
     pub(crate) fn read_through(&self, key: &Key, now: Millis, allow_stale: bool) -> Option<Remote> {
+        // Our own invalidations not yet shared: Redis may still hold what
+        // they removed here, so nothing is read through until they are.
+        if self.core.breaker.may_try() && self.outbox_pending() && !self.share_pending() {
+            return None;
+        }
+        let seen = self.position();
         let entry_key = self.core.keys.entry(key.as_str());
         let keys = self.core.keys.clone();
         let timeout = self.core.settings.timeout;
@@ -113,7 +121,38 @@ impl RedisTier {
             etag: rec.etag,
             last_modified: rec.last_modified,
             headers: rec.headers,
+            seen,
         })
+    }
+
+    /// The root's persisted log position (`None` if unknown).
+    fn position(&self) -> Option<(String, crate::disk::index::LogId)> {
+        let cache = self.core.cache()?;
+        cache
+            .shared_position(self.core.keys.prefix())
+            .ok()
+            .flatten()
+    }
+
+    /// See [`crate::cache::plug::SharedTier::still_valid`]: one index read
+    /// unless an invalidation was applied meanwhile; then one round trip
+    /// compares Redis's record with the put that was read.
+    pub(crate) fn still_valid(&self, key: &Key, remote: &Remote) -> bool {
+        // The position moves in the transaction of every apply's deletes:
+        // unchanged means none committed between the read and now (one
+        // that commits later deletes the backfilled copy itself).
+        if self.position() == remote.seen {
+            return true;
+        }
+        let entry_key = self.core.keys.entry(key.as_str());
+        let (hash, created_at) = (remote.hash.to_hex(), remote.created_at);
+        let deadline = self.core.settings.timeout * 2;
+        let same = self.block("get", deadline, move |core| async move {
+            let mut c = core.conn().await?;
+            super::sync::same_put(&mut c, &entry_key, &hash, created_at).await
+        });
+        // Unknown (unreachable) counts as invalid: the safe answer.
+        same.unwrap_or(false)
     }
 
     /// Writes freshly stored entries through to Redis (waits for the
@@ -214,53 +253,48 @@ impl RedisTier {
             self.core.count("writes", n);
         }
     }
+}
 
-    /// Removes every Redis entry matching `pattern`, logs the invalidation
-    /// and publishes it to the other instances. Returns the entries removed
-    /// (`None` when Redis was unavailable).
-    pub(crate) fn invalidate(&self, pattern: &Pattern) -> Option<usize> {
-        let prefix = pattern.literal_prefix().as_bytes().to_vec();
-        let text = pattern.as_str().to_owned();
-        let matcher = pattern.clone();
-        let deadline = self.core.settings.timeout * 8;
-        self.block("invalidate", deadline, move |core| async move {
-            let mut c = core.conn().await?;
-            let (lo, hi) = if prefix.is_empty() {
-                (b"-".to_vec(), b"+".to_vec())
-            } else {
-                let mut lo = b"[".to_vec();
-                lo.extend_from_slice(&prefix);
-                let mut hi = b"(".to_vec();
-                hi.extend_from_slice(&prefix);
-                hi.push(0xff);
-                (lo, hi)
-            };
-            let members: Vec<String> = redis::cmd("ZRANGEBYLEX")
-                .arg(core.keys.index_lex())
-                .arg(lo)
-                .arg(hi)
-                .query_async(&mut c)
+/// Removes every Redis record matching `pattern` (a lex range of the key
+/// index, then the exact matcher); returns how many.
+pub(crate) async fn remove_matching(
+    core: &Core,
+    c: &mut Conn,
+    pattern: &Pattern,
+) -> RedisResult<usize> {
+    let prefix = pattern.literal_prefix().as_bytes().to_vec();
+    let (lo, hi) = if prefix.is_empty() {
+        (b"-".to_vec(), b"+".to_vec())
+    } else {
+        let mut lo = b"[".to_vec();
+        lo.extend_from_slice(&prefix);
+        let mut hi = b"(".to_vec();
+        hi.extend_from_slice(&prefix);
+        hi.push(0xff);
+        (lo, hi)
+    };
+    let members: Vec<String> = redis::cmd("ZRANGEBYLEX")
+        .arg(core.keys.index_lex())
+        .arg(lo)
+        .arg(hi)
+        .query_async(c)
+        .await?;
+    let doomed: Vec<String> = members.into_iter().filter(|k| pattern.matches(k)).collect();
+    let mut removed = 0usize;
+    for chunk in doomed.chunks(256) {
+        let dels = chunk.iter().map(|k| {
+            let mut c = c.clone();
+            let key = core.keys.entry(k);
+            async move { redis::cmd("DEL").arg(key).query_async::<i64>(&mut c).await }
+        });
+        removed += try_join_all(dels).await?.into_iter().sum::<i64>() as usize;
+        for z in [core.keys.index_lex(), core.keys.index_exp()] {
+            redis::cmd("ZREM")
+                .arg(z)
+                .arg(chunk)
+                .query_async::<()>(c)
                 .await?;
-            let doomed: Vec<String> = members.into_iter().filter(|k| matcher.matches(k)).collect();
-            let mut removed = 0usize;
-            for chunk in doomed.chunks(256) {
-                for k in chunk {
-                    let n: i64 = redis::cmd("DEL")
-                        .arg(core.keys.entry(k))
-                        .query_async(&mut c)
-                        .await?;
-                    removed += n as usize;
-                }
-                for z in [core.keys.index_lex(), core.keys.index_exp()] {
-                    redis::cmd("ZREM")
-                        .arg(z)
-                        .arg(chunk)
-                        .query_async::<()>(&mut c)
-                        .await?;
-                }
-            }
-            super::sub::publish(&core, &mut c, &text).await?;
-            Ok(removed)
-        })
+        }
     }
+    Ok(removed)
 }

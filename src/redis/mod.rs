@@ -20,6 +20,7 @@ mod io;
 mod lease;
 mod limit;
 mod sub;
+mod sync;
 
 use std::any::Any;
 use std::future::Future;
@@ -36,7 +37,7 @@ use redis::{
 use crate::base::clock::Millis;
 use crate::base::config::{Config, Rate};
 use crate::base::error::{Error, Result};
-use crate::base::key::{Key, Pattern};
+use crate::base::key::Key;
 use crate::base::names;
 use crate::cache::plug::{Admission, BoxFuture, Claim, Coordinator, Remote, SharedTier};
 use crate::cache::{Cache, WeakCache};
@@ -60,6 +61,7 @@ pub(crate) struct Settings {
     pub zstd_level: i32,
     pub quota: Rate,
     pub rate_limit: Rate,
+    pub log_len: u64,
 }
 
 /// How the tier reaches Redis.
@@ -118,6 +120,10 @@ pub(crate) struct Core {
     /// The cache this tier belongs to (weak: the cache owns the tier).
     cache: OnceLock<WeakCache>,
     pub(crate) sub: sub::State,
+    /// One catch-up at a time in this process (open and subscriber).
+    sync_lock: tokio::sync::Mutex<()>,
+    /// One outbox flush at a time in this process.
+    flush_lock: tokio::sync::Mutex<()>,
 }
 
 impl Core {
@@ -244,10 +250,26 @@ impl RedisTier {
             .map_err(|e| Error::io("<redis runtime>", e))?;
         let handle = rt.handle().clone();
         let timeout = r.timeout.0;
-        let pubsub_client =
-            Client::open(infos[0].clone()).map_err(|e| config_error("url", e.to_string()))?;
+        let tls = match &r.tls_ca_file {
+            Some(path) => Some(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(std::fs::read(path).map_err(|e| {
+                    config_error("tls_ca_file", format!("{}: {e}", path.display()))
+                })?),
+            }),
+            None => None,
+        };
+        let pubsub_client = match &tls {
+            Some(certs) => Client::build_with_tls(infos[0].clone(), certs.clone()),
+            None => Client::open(infos[0].clone()),
+        }
+        .map_err(|e| config_error("url", e.to_string()))?;
         let source = if r.cluster {
-            let client = ClusterClient::builder(infos)
+            let mut builder = ClusterClient::builder(infos);
+            if let Some(certs) = tls {
+                builder = builder.certs(certs);
+            }
+            let client = builder
                 .connection_timeout(timeout)
                 .response_timeout(timeout)
                 .retries(1)
@@ -276,6 +298,7 @@ impl RedisTier {
             zstd_level: c.zstd_level,
             quota: config.fetch.quota,
             rate_limit: config.fetch.rate_limit,
+            log_len: r.log_len,
         };
         let core = Core {
             keys: Keys::new(&r.key_prefix),
@@ -286,6 +309,8 @@ impl RedisTier {
             instance: instance_id(),
             cache: OnceLock::new(),
             sub: sub::State::default(),
+            sync_lock: tokio::sync::Mutex::new(()),
+            flush_lock: tokio::sync::Mutex::new(()),
         };
         Ok(Some(RedisTier {
             rt: Some(rt),
@@ -371,7 +396,7 @@ impl RedisTier {
 }
 
 /// A process-unique tag: blake3 of pid, time and an address.
-fn instance_id() -> String {
+pub(crate) fn instance_id() -> String {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -389,19 +414,34 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl SharedTier for RedisTier {
     fn attach(&self, cache: WeakCache) {
         let _ = self.core.cache.set(cache);
+        // Before any local entry is served: one round trip when nothing
+        // was missed. Unreachable → unconfirmed until the subscriber
+        // catches up.
+        if !self.catch_up(self.core.settings.timeout * 4) {
+            tracing::warn!("could not catch up with the redis invalidation log at open; local entries unconfirmed until it can");
+        }
         self.handle.spawn(sub::run(self.core.clone()));
     }
     fn read(&self, key: &Key, now: Millis, allow_stale: bool) -> Option<Remote> {
         self.read_through(key, now, allow_stale)
     }
+    fn still_valid(&self, key: &Key, remote: &Remote) -> bool {
+        RedisTier::still_valid(self, key, remote)
+    }
     fn write_through(&self, now: Millis, items: &[PutItem<'_>]) {
         RedisTier::write_through(self, now, items);
     }
-    fn invalidate(&self, pattern: &Pattern) -> bool {
-        RedisTier::invalidate(self, pattern).is_some()
+    fn scope(&self) -> &str {
+        self.core.keys.prefix()
+    }
+    fn share_pending(&self) -> bool {
+        RedisTier::share_pending(self)
     }
     fn is_up(&self) -> bool {
         RedisTier::is_up(self)
+    }
+    fn confirmed(&self) -> bool {
+        self.is_confirmed()
     }
     fn as_any(&self) -> &dyn Any {
         self

@@ -61,3 +61,25 @@ fn env_sets_url_and_password_and_debug_hides_them() {
     assert!(!shown.contains("pw1") && !shown.contains("pw2"), "{shown}");
     assert!(shown.contains("redis://u:***@127.0.0.1:6379"), "{shown}");
 }
+
+#[test]
+fn consistency_log_len_and_tls_ca_are_configurable() {
+    use crate::base::config::Consistency;
+    let env = [
+        ("FRESHCACHE_REDIS_CONSISTENCY", "strict"),
+        ("FRESHCACHE_REDIS_LOG_LEN", "5"),
+    ]
+    .map(|(a, b)| (a.to_string(), b.to_string()));
+    let c = Config::from_layers(None, env).unwrap();
+    assert_eq!(c.redis.consistency, Consistency::Strict);
+    assert_eq!(c.redis.log_len, 5);
+    assert_eq!(Config::default().redis.consistency, Consistency::Available);
+    for bad in ["redis: { log_len: 0 }", "redis: { consistency: eventual }"] {
+        let err = Config::from_layers(Some(("f.yml".into(), bad)), std::iter::empty()).unwrap_err();
+        assert!(err.to_string().contains("redis."), "{bad}: {err}");
+    }
+    let mut c = config("rediss://127.0.0.1:1");
+    c.redis.tls_ca_file = Some("/nonexistent/ca.pem".into());
+    let err = RedisTier::from_config(&c).unwrap_err();
+    assert!(err.to_string().contains("redis.tls_ca_file"), "{err}");
+}

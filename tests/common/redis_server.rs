@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use freshcache::{Cache, ManualClock};
+use freshcache::{Cache, Config, ManualClock};
 
 /// One redis-server child process; killed on drop.
 pub struct RedisServer {
@@ -16,6 +16,8 @@ pub struct RedisServer {
     pub port: u16,
     dir: tempfile::TempDir,
     cluster: bool,
+    /// With TLS: the TLS port (the plain port stays for the harness's PING).
+    pub tls_port: Option<u16>,
     child: Option<Child>,
 }
 
@@ -61,10 +63,44 @@ impl RedisServer {
             port: free_port(cluster),
             dir: tempfile::tempdir().expect("tempdir"),
             cluster,
+            tls_port: None,
             child: None,
         };
         s.spawn();
         Some(s)
+    }
+
+    /// Starts a standalone server that also speaks TLS on [`Self::tls_port`],
+    /// with a certificate for 127.0.0.1 signed by a CA made here (openssl
+    /// CLI). `None` (skipped) without redis-server or openssl.
+    pub fn start_tls() -> Option<RedisServer> {
+        let bin = super::tool("redis-server")?;
+        let openssl = super::tool("openssl")?;
+        let dir = tempfile::tempdir().expect("tempdir");
+        make_certs(&openssl, dir.path());
+        let mut s = RedisServer {
+            bin,
+            port: free_port(false),
+            dir,
+            cluster: false,
+            tls_port: Some(free_port(false)),
+            child: None,
+        };
+        s.spawn();
+        Some(s)
+    }
+
+    /// The CA certificate a TLS server's certificate is signed with.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    /// `rediss://127.0.0.1:<tls port>`.
+    pub fn tls_url(&self) -> String {
+        format!(
+            "rediss://127.0.0.1:{}",
+            self.tls_port.expect("a TLS server")
+        )
     }
 
     fn spawn(&mut self) {
@@ -76,6 +112,18 @@ impl RedisServer {
             .arg(self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        if let Some(tls) = self.tls_port {
+            let d = self.dir.path();
+            cmd.arg("--tls-port")
+                .arg(tls.to_string())
+                .arg("--tls-cert-file")
+                .arg(d.join("server.crt"))
+                .arg("--tls-key-file")
+                .arg(d.join("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(d.join("ca.crt"))
+                .args(["--tls-auth-clients", "no"]);
+        }
         if self.cluster {
             cmd.args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
                 .arg("--cluster-config-file")
@@ -115,6 +163,66 @@ impl RedisServer {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, in `dir`.
+fn make_certs(openssl: &Path, dir: &Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new(openssl)
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec![
+        "req",
+        "-x509",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=freshcache test CA",
+    ];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.crt"]);
+    run(&ca);
+    let mut csr = vec!["req", "-subj", "/CN=127.0.0.1"];
+    csr.extend(ec);
+    csr.extend(["-keyout", "server.key", "-out", "server.csr"]);
+    run(&csr);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .expect("write ext.cnf");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "server.crt",
+    ]);
 }
 
 impl Drop for RedisServer {
@@ -179,6 +287,8 @@ impl RedisCluster {
 pub struct Partition {
     pub port: u16,
     cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Bytes are dropped silently (no reset, no close): a black hole.
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
     live: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
 }
 
@@ -189,7 +299,8 @@ impl Partition {
         let port = listener.local_addr().expect("addr").port();
         let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let live = std::sync::Arc::new(std::sync::Mutex::new(Vec::<TcpStream>::new()));
-        let (c, l) = (cut.clone(), live.clone());
+        let frozen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (c, l, f) = (cut.clone(), live.clone(), frozen.clone());
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
                 if c.load(Ordering::SeqCst) {
@@ -210,15 +321,38 @@ impl Partition {
                 }
                 for (from, to) in pairs {
                     if let (Ok(mut from), Ok(mut to)) = (from, to) {
+                        let f = f.clone();
                         std::thread::spawn(move || {
-                            let _ = std::io::copy(&mut from, &mut to);
+                            let mut buf = [0u8; 16 << 10];
+                            while let Ok(n) = from.read(&mut buf) {
+                                if n == 0 {
+                                    break;
+                                }
+                                if f.load(Ordering::SeqCst) {
+                                    continue;
+                                }
+                                if to.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                            }
                             let _ = to.shutdown(std::net::Shutdown::Both);
                         });
                     }
                 }
             }
         });
-        Partition { port, cut, live }
+        Partition {
+            port,
+            cut,
+            frozen,
+            live,
+        }
+    }
+
+    /// From now on forwards nothing and closes nothing: the connections
+    /// stay open, every byte is lost (a silent partition).
+    pub fn freeze(&self) {
+        self.frozen.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn url(&self) -> String {
@@ -290,4 +424,42 @@ pub fn multi_thread_runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
+}
+
+/// A cache at `dir` (an existing root, reopened like a restarted instance).
+pub fn reopen(dir: &Path, url: &str, tweak: impl FnOnce(&mut Config)) -> (Cache, ManualClock) {
+    super::open_with(dir, |c| {
+        c.redis.url = Some(url.to_string());
+        c.redis.timeout.0 = Duration::from_secs(1);
+        tweak(c);
+    })
+}
+
+/// Runs the CLI on `root` (with Redis at `url`, when given); returns the
+/// exit code and stdout.
+pub fn cli(root: &Path, url: Option<&str>, args: &[&str], stdin: &[u8]) -> (i32, String) {
+    use std::io::Write;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_freshcache"));
+    cmd.arg("--root").arg(root).args(args);
+    cmd.env_remove("FRESHCACHE_REDIS_URL");
+    if let Some(url) = url {
+        cmd.env("FRESHCACHE_REDIS_URL", url);
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run freshcache");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let code = out.status.code().expect("exited");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if code > 1 {
+        eprintln!(
+            "freshcache {args:?}: exit {code}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    (code, stdout)
 }

@@ -221,6 +221,28 @@ pub struct RedisConfig {
     pub lease_ttl: Dur,
     /// Longest pause of the circuit breaker between probes.
     pub max_backoff: Dur,
+    /// What to do with local entries not yet confirmed against the shared
+    /// invalidation log (after a restart that could not catch up, while
+    /// Redis is unreachable): serve them (`available`) or not (`strict`).
+    pub consistency: Consistency,
+    /// Invalidations kept in the shared log for instances that were away;
+    /// one further behind reconciles instead of replaying.
+    pub log_len: u64,
+    /// PEM file of CA certificates for `rediss://` (instead of the system
+    /// roots), e.g. for a server with a self-signed certificate.
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+/// `redis.consistency`: how unconfirmed local entries are treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Consistency {
+    /// Served, and each such read counted (`unconfirmed_reads`); the guard
+    /// accepts them and lists them as unconfirmed.
+    #[default]
+    Available,
+    /// Treated as misses; the guard refuses them as `unconfirmed`.
+    Strict,
 }
 
 impl Default for RedisConfig {
@@ -236,6 +258,9 @@ impl Default for RedisConfig {
             grace: Dur(Duration::from_secs(600)),
             lease_ttl: Dur(Duration::from_secs(30)),
             max_backoff: Dur(Duration::from_secs(5)),
+            consistency: Consistency::Available,
+            log_len: 10_000,
+            tls_ca_file: None,
         }
     }
 }
@@ -255,6 +280,9 @@ impl std::fmt::Debug for RedisConfig {
             .field("grace", &self.grace)
             .field("lease_ttl", &self.lease_ttl)
             .field("max_backoff", &self.max_backoff)
+            .field("consistency", &self.consistency)
+            .field("log_len", &self.log_len)
+            .field("tls_ca_file", &self.tls_ca_file)
             .finish()
     }
 }

@@ -161,6 +161,9 @@ impl Config {
                 return err(f, "must be greater than zero");
             }
         }
+        if !(1..=10_000_000).contains(&r.log_len) {
+            return err("log_len", "must be between 1 and 10000000");
+        }
         if r.inline_max.0 > r.max_blob_size.0 {
             return err("inline_max", "must not exceed redis.max_blob_size");
         }

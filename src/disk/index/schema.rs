@@ -4,7 +4,7 @@
 use rusqlite::Connection;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const V1: &str = r#"
 -- One row per distinct content. Small blobs keep their encoded bytes in
@@ -56,6 +56,29 @@ CREATE TABLE changes (
 );
 "#;
 
+// ---- v3: shared-tier sync (issue 14) ---------------------------------------
+const V3: &str = r#"
+-- The position in the shared tier's invalidation log this root has applied,
+-- per log (`scope` = redis.key_prefix), and the epoch of the Redis data set
+-- that position belongs to. Written in the same transaction as the local
+-- deletes it caused; shared by every process on the root.
+CREATE TABLE IF NOT EXISTS redis_sync (
+    scope   TEXT PRIMARY KEY NOT NULL,
+    epoch   TEXT NOT NULL,
+    pos_ms  INTEGER NOT NULL,
+    pos_seq INTEGER NOT NULL
+) WITHOUT ROWID;
+-- Invalidations made here that the shared tier has not yet received, in
+-- the order they were made (published in `seq` order, then deleted).
+CREATE TABLE IF NOT EXISTS redis_outbox (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    scope      TEXT NOT NULL,
+    pattern    TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+"#;
+// ---- end v3 -------------------------------------------------------------------
+
 /// Brings the schema to [`SCHEMA_VERSION`]. Returns the version found, or
 /// `Err(found)` when the file was written by a newer freshcache.
 pub(crate) fn migrate(conn: &Connection) -> rusqlite::Result<Result<i64, i64>> {
@@ -68,6 +91,9 @@ pub(crate) fn migrate(conn: &Connection) -> rusqlite::Result<Result<i64, i64>> {
     }
     if found < 2 {
         conn.execute_batch(V2)?;
+    }
+    if found < 3 {
+        conn.execute_batch(V3)?;
     }
     conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
     Ok(Ok(found))
