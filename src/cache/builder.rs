@@ -17,6 +17,7 @@ use crate::disk::blob::files::{self, BlobFiles};
 use crate::disk::blob::Digest;
 use crate::disk::hot::HotMap;
 use crate::disk::index::Index;
+use crate::disk::reserve::Reserve;
 use crate::disk::stats::Recorder;
 use crate::disk::store::Store;
 use crate::disk::tier::HotTier;
@@ -98,10 +99,15 @@ impl CacheBuilder {
             index: Index::open(&root, c.fsync)?,
             files: BlobFiles::new(&root, c.fsync)?,
             inline_max: c.inline_max.0,
-            max_blob: crate::base::limits::MAX_BLOB_BYTES,
+            // A row claiming more than a put may store is damaged: nothing
+            // of its claimed size is allocated (see `Store::read_in`).
+            max_blob: c.max_value_size.0.min(crate::base::limits::MAX_BLOB_BYTES),
             unlinks: Default::default(),
+            reserve: Reserve::new(&root),
             zstd_level: c.zstd_level,
         };
+        // Best effort, one stat when it is there (see disk::reserve).
+        store.reserve.ensure();
         let hot = HotMap::new(&store.index, c.fsync, 1 << 20)?;
         let tier = if c.hot_tier {
             HotTier::open(&root, c.hot_tier_size.0)

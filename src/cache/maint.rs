@@ -112,7 +112,14 @@ impl Cache {
         target: u64,
         progress: Option<Progress<'_>>,
     ) -> Result<EvictionReport> {
-        self.flush()?; // LRU order includes this process's batched reads
+        // LRU order includes this process's batched reads; on a full disk
+        // they wait (eviction is what makes room for them).
+        match self.flush() {
+            Err(e) if crate::disk::reserve::is_full(&e) => {
+                tracing::warn!(error = %e, "disk full: access records not flushed before eviction")
+            }
+            other => other?,
+        }
         evict::evict_to(&self.inner.store, target, self.now(), progress)
     }
 

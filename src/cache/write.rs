@@ -165,7 +165,7 @@ impl Cache {
         let pattern = Pattern::new(pattern)?;
         let (lo, hi) = pattern.range();
         let store = &self.inner.store;
-        store.write(|tx| {
+        store.write_freeing(|tx| {
             let rows = index::range(tx, &lo, hi.as_deref()).map_err(|e| store.index.wrap(e))?;
             let keys: Vec<String> = rows
                 .into_iter()

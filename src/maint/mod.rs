@@ -57,6 +57,9 @@ pub enum Problem {
     },
     /// An entry points at no blob row.
     DanglingEntry { key: String },
+    /// The index file itself is damaged (SQLite's integrity check failed, or
+    /// it cannot be read): `freshcache recover` rebuilds it.
+    DamagedIndex { detail: String },
     /// A running total differs from the sum it stands for.
     WrongTotal {
         name: String,
