@@ -32,6 +32,21 @@ use crate::disk::tier::HotTier;
 pub struct CacheBuilder {
     config: Config,
     clock: Arc<dyn Clock>,
+    hook: Hook,
+}
+
+/// The blob-file fault-injection hook, if a test set one.
+#[derive(Clone, Default)]
+struct Hook(Option<files::IoHook>);
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Hook(set)"
+        } else {
+            "Hook(none)"
+        })
+    }
 }
 
 impl Default for CacheBuilder {
@@ -39,6 +54,7 @@ impl Default for CacheBuilder {
         CacheBuilder {
             config: Config::default(),
             clock: Arc::new(SystemClock),
+            hook: Hook::default(),
         }
     }
 }
@@ -80,6 +96,19 @@ impl CacheBuilder {
         self
     }
 
+    /// Fault injection for tests: `hook(op)` runs before every file-system
+    /// call of the blob store (`create`, `write`, `fsync`, `link`, `rename`,
+    /// `open`, `read`, `stat`, `unlink`, `mkdir`) and an error it returns is
+    /// what that call fails with. Not for production use.
+    #[doc(hidden)]
+    pub fn blob_io_hook(
+        mut self,
+        hook: Arc<dyn Fn(&'static str) -> Option<std::io::Error> + Send + Sync>,
+    ) -> Self {
+        self.hook = Hook(Some(hook));
+        self
+    }
+
     /// The configuration this builder will open with.
     pub(crate) fn config_ref(&self) -> &Config {
         &self.config
@@ -97,7 +126,7 @@ impl CacheBuilder {
         let c = &self.config.cache;
         let store = Store {
             index: Index::open(&root, c.fsync)?,
-            files: BlobFiles::new(&root, c.fsync)?,
+            files: BlobFiles::with_hook(&root, c.fsync, self.hook.0.clone())?,
             inline_max: c.inline_max.0,
             // A row claiming more than a put may store is damaged: nothing
             // of its claimed size is allocated (see `Store::read_in`).

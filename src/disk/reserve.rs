@@ -1,77 +1,94 @@
 //! Room for the operations that free space on a full disk.
 //!
-//! `<root>/reserve` is a preallocated file ([`RESERVE_BYTES`]). When an
-//! operation that frees space (rm, invalidate, evict) or opening the index
-//! (SQLite must create its `-shm` and `-wal` files) fails because the disk
-//! is full, the reserve is unlinked and the operation retried once; the
-//! reserve is recreated, best effort, once it fits again (after the freeing
-//! operation succeeded, or at the next open). Puts never release it, so a
-//! disk filled by puts always leaves the room a delete needs.
+//! `<root>/reserve/` holds [`RESERVE_CHUNKS`] preallocated files of
+//! [`CHUNK_BYTES`] each. When an operation that frees space (rm,
+//! invalidate, evict) or opening the index (SQLite must create its `-shm`
+//! and `-wal` files) fails because the disk is full, one chunk is unlinked
+//! and the operation retried, chunk after chunk; missing chunks are
+//! recreated, best effort, whenever they fit again (at every open, and
+//! after a freeing operation succeeded). Puts never release a chunk, so a
+//! disk filled by puts always leaves the room a delete needs, and a read on
+//! a full disk uses one chunk only while it runs (SQLite deletes its
+//! `-shm`/`-wal` files when the last connection closes; the next open
+//! recreates the chunk).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::base::error::Error;
 
-/// File name of the reserve inside the cache root.
-pub const RESERVE_FILE: &str = "reserve";
-/// Size of the reserve: room for SQLite's shared-memory file and the WAL
-/// frames of a delete transaction (eviction on a full disk commits in small
-/// transactions so it stays within this).
-pub const RESERVE_BYTES: u64 = 8 << 20;
+/// Directory of the reserve inside the cache root.
+pub const RESERVE_DIR: &str = "reserve";
+/// Number of chunks.
+pub const RESERVE_CHUNKS: u32 = 8;
+/// Size of one chunk: room for SQLite's shared-memory file and the WAL
+/// frames of a small delete transaction (eviction on a full disk commits
+/// in small transactions).
+pub const CHUNK_BYTES: u64 = 1 << 20;
 
 /// The reserve of one root.
 #[derive(Debug, Clone)]
 pub struct Reserve {
-    path: PathBuf,
-    bytes: u64,
+    dir: PathBuf,
 }
 
 impl Reserve {
     /// The reserve of `root` (nothing is created yet).
     pub fn new(root: &Path) -> Reserve {
         Reserve {
-            path: root.join(RESERVE_FILE),
-            bytes: RESERVE_BYTES,
+            dir: root.join(RESERVE_DIR),
         }
     }
 
-    /// True when the reserve file is in place at its full size.
-    pub fn present(&self) -> bool {
-        std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.is_file() && m.len() >= self.bytes)
+    fn chunk(&self, i: u32) -> PathBuf {
+        self.dir.join(i.to_string())
     }
 
-    /// Creates the reserve if it is missing; false when there is no room
-    /// (nothing is left behind then). Costs one `stat` when it is there.
-    pub fn ensure(&self) -> bool {
-        if self.present() {
-            return true;
+    fn present(&self, i: u32) -> bool {
+        std::fs::symlink_metadata(self.chunk(i))
+            .is_ok_and(|m| m.is_file() && m.len() >= CHUNK_BYTES)
+    }
+
+    /// Recreates missing chunks while they fit; returns how many are in
+    /// place. Costs a few `stat`s when all are there.
+    pub fn ensure(&self) -> u32 {
+        let mut n = 0;
+        for i in 0..RESERVE_CHUNKS {
+            if self.present(i) {
+                n += 1;
+                continue;
+            }
+            if !self.make(i) {
+                break;
+            }
+            n += 1;
         }
-        let tmp = self
-            .path
-            .with_file_name(format!("{RESERVE_FILE}.{}.tmp", std::process::id()));
+        n
+    }
+
+    fn make(&self, i: u32) -> bool {
+        if std::fs::symlink_metadata(&self.dir).is_err()
+            && crate::disk::blob::files::mkdir(&self.dir).is_err()
+        {
+            return false;
+        }
+        let tmp = self.dir.join(format!("{i}.{}.tmp", std::process::id()));
         let _ = std::fs::remove_file(&tmp);
         let made = (|| -> std::io::Result<()> {
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .open(&tmp)?;
-            match rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), 0, self.bytes) {
+            match rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), 0, CHUNK_BYTES) {
                 Ok(()) => {}
                 // A file system without fallocate: write the bytes.
                 Err(rustix::io::Errno::OPNOTSUPP) => {
-                    let chunk = vec![0u8; 64 << 10];
-                    let mut left = self.bytes;
-                    while left > 0 {
-                        let n = left.min(chunk.len() as u64) as usize;
-                        f.write_all(&chunk[..n])?;
-                        left -= n as u64;
-                    }
+                    f.write_all(&vec![0u8; CHUNK_BYTES as usize])?;
                     f.sync_all()?;
                 }
                 Err(e) => return Err(e.into()),
             }
-            std::fs::rename(&tmp, &self.path)
+            std::fs::rename(&tmp, self.chunk(i))
         })();
         if made.is_err() {
             let _ = std::fs::remove_file(&tmp);
@@ -79,13 +96,16 @@ impl Reserve {
         made.is_ok()
     }
 
-    /// Unlinks the reserve; true if there was one to give back.
+    /// Unlinks one chunk; true if there was one to give back.
     pub fn release(&self) -> bool {
-        let released = std::fs::remove_file(&self.path).is_ok();
-        if released {
-            tracing::warn!(path = %self.path.display(), "disk full: released the space reserve");
+        for i in (0..RESERVE_CHUNKS).rev() {
+            let p = self.chunk(i);
+            if std::fs::remove_file(&p).is_ok() {
+                tracing::warn!(path = %p.display(), "disk full: released a chunk of the space reserve");
+                return true;
+            }
         }
-        released
+        false
     }
 }
 

@@ -83,8 +83,10 @@ pub(crate) fn evict_to(
             Ok((done, removed, expired))
         };
         let (done, removed, expired) = match store.write(pass) {
-            Err(e) if !tight && reserve::is_full(&e) => {
-                store.reserve.release();
+            Err(e) if reserve::is_full(&e) && (!tight || store.reserve.release()) => {
+                if !tight {
+                    store.reserve.release();
+                }
                 tight = true;
                 continue;
             }

@@ -74,6 +74,7 @@ impl BlobFiles {
     /// # Errors
     /// [`Error::Io`] if the directories cannot be created, or one of them
     /// is a symlink (refused: it could lead out of the root).
+    #[allow(dead_code)] // the unit tests' constructor
     pub fn new(root: &Path, fsync: bool) -> Result<BlobFiles> {
         BlobFiles::with_hook(root, fsync, None)
     }

@@ -129,15 +129,13 @@ impl Index {
     /// [`Error::Index`] if the file is not a SQLite database or cannot be
     /// opened; [`Error::SchemaVersion`] if a newer freshcache wrote it.
     pub fn open(root: &Path, synchronous_full: bool) -> Result<Index> {
-        match Index::open_once(root, synchronous_full) {
-            // No room for SQLite's -shm/-wal files: give back the reserve.
-            Err(e)
-                if crate::disk::reserve::is_full(&e)
-                    && crate::disk::reserve::Reserve::new(root).release() =>
-            {
-                Index::open_once(root, synchronous_full)
+        let reserve = crate::disk::reserve::Reserve::new(root);
+        loop {
+            match Index::open_once(root, synchronous_full) {
+                // No room for SQLite's -shm/-wal files: use the reserve.
+                Err(e) if crate::disk::reserve::is_full(&e) && reserve.release() => {}
+                other => return other,
             }
-            other => other,
         }
     }
 

@@ -260,22 +260,24 @@ impl Store {
     }
 
     /// A write transaction that frees space (delete, invalidate, evict):
-    /// when it fails because the disk is full, the reserve is released and
-    /// the transaction retried once; the reserve is recreated, best effort,
-    /// after it succeeded.
+    /// when it fails because the disk is full, a chunk of the reserve is
+    /// released and the transaction retried (chunk after chunk); the
+    /// reserve is recreated, best effort, after it succeeded.
     pub(crate) fn write_freeing<T>(
         &self,
         f: impl Fn(&rusqlite::Transaction<'_>) -> Result<T>,
     ) -> Result<T> {
-        match self.write(&f) {
-            Err(e) if reserve::is_full(&e) && self.reserve.release() => {
-                let out = self.write(&f);
-                if out.is_ok() {
-                    self.reserve.ensure();
+        let mut released = false;
+        loop {
+            match self.write(&f) {
+                Err(e) if reserve::is_full(&e) && self.reserve.release() => released = true,
+                other => {
+                    if released && other.is_ok() {
+                        self.reserve.ensure();
+                    }
+                    return other;
                 }
-                out
             }
-            other => other,
         }
     }
 
