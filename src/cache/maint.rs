@@ -7,7 +7,9 @@ use super::Cache;
 use crate::base::config::{Config, OnFull};
 use crate::base::error::{Error, Result};
 use crate::disk::index;
-use crate::maint::{evict, gc, verify, EvictionReport, GcReport, Progress, VerifyReport};
+use crate::maint::{
+    evict, gc, recover, verify, EvictionReport, GcReport, Progress, RecoverReport, VerifyReport,
+};
 
 impl Cache {
     /// Admission control: called by `put` before it writes.
@@ -157,5 +159,31 @@ impl Cache {
     pub fn verify(&self, repair: bool, progress: Option<Progress<'_>>) -> Result<VerifyReport> {
         self.flush()?;
         verify::verify(&self.inner.store, repair, self.now(), progress)
+    }
+
+    /// Rebuilds the index of the root `config` names from what can still be
+    /// read and verified (see `freshcache recover`): readable rows are
+    /// salvaged, every blob re-hashed, what cannot be proven dropped; the
+    /// damaged file is kept under `quarantine/`. Run it with no other
+    /// process using the root.
+    ///
+    /// # Errors
+    /// A storage error; the old index stays in place then.
+    pub fn recover(config: &Config) -> Result<RecoverReport> {
+        use crate::base::clock::Clock;
+        let root = &config.cache.root;
+        if !root.is_dir() {
+            return Err(Error::InsecureRoot {
+                path: root.clone(),
+                reason: "not a directory",
+            });
+        }
+        recover::recover(root, crate::base::clock::SystemClock.now_ms())
+    }
+
+    /// True when `e` says the index is damaged (the remedy is
+    /// [`Cache::recover`]).
+    pub fn is_damaged_index(e: &Error) -> bool {
+        index::is_damaged(e)
     }
 }

@@ -11,7 +11,10 @@ use serde::Serialize;
 
 pub(crate) mod evict;
 pub(crate) mod gc;
+pub(crate) mod recover;
 pub(crate) mod verify;
+
+pub use recover::RecoverReport;
 
 /// Progress callback: (done, total); total is 0 when unknown.
 pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);

@@ -131,7 +131,7 @@ impl Index {
     pub fn open(root: &Path, synchronous_full: bool) -> Result<Index> {
         let reserve = crate::disk::reserve::Reserve::new(root);
         loop {
-            match Index::open_once(root, synchronous_full) {
+            match Index::open_once(root, INDEX_FILE, synchronous_full, false) {
                 // No room for SQLite's -shm/-wal files: use the reserve.
                 Err(e) if crate::disk::reserve::is_full(&e) && reserve.release() => {}
                 other => return other,
@@ -139,8 +139,17 @@ impl Index {
         }
     }
 
-    fn open_once(root: &Path, synchronous_full: bool) -> Result<Index> {
-        let path = root.join(INDEX_FILE);
+    /// Creates and migrates a new index file `root/name` (recovery builds
+    /// its new index there before moving it into place).
+    ///
+    /// # Errors
+    /// As [`Index::open`].
+    pub(crate) fn create_at(root: &Path, name: &str) -> Result<Index> {
+        Index::open_once(root, name, false, true)
+    }
+
+    fn open_once(root: &Path, name: &str, synchronous_full: bool, fresh: bool) -> Result<Index> {
+        let path = root.join(name);
         if !path.exists() {
             // Created before any connection exists, so we never touch a file
             // SQLite holds locks on with plain file APIs.
@@ -159,8 +168,8 @@ impl Index {
             .map_err(wrap)?;
         // A root that has held data (its blob directory exists: it is made
         // only after the first migration committed) never has an empty index.
-        let used =
-            std::fs::symlink_metadata(root.join(crate::disk::blob::files::BLOBS_DIR)).is_ok();
+        let used = !fresh
+            && std::fs::symlink_metadata(root.join(crate::disk::blob::files::BLOBS_DIR)).is_ok();
         // Two processes opening a new root at once: switching to WAL and the
         // first migration can answer SQLITE_BUSY without consulting the busy
         // handler, so the initialisation retries for up to the busy timeout.
