@@ -22,7 +22,11 @@ fn crafted(root: &Path) {
     c.cache.inline_max.0 = 1024;
     let cache = Cache::with_config(c).unwrap();
     let stored = cache
-        .put("llm:features:c1:d1", &common::noise(7, 50_000), Put::default())
+        .put(
+            "llm:features:c1:d1",
+            &common::noise(7, 50_000),
+            Put::default(),
+        )
         .unwrap();
     drop(cache);
     let hex = stored.hash.to_hex();
@@ -82,12 +86,20 @@ fn a_frame_claiming_a_gibibyte_costs_get_and_verify_little_memory() {
     let (code, peak) = run_measured(&root, &["get", "llm:features:c1:d1"]);
     eprintln!("get: exit {code}, peak RSS {} MiB", peak >> 20);
     assert_eq!(code, 1, "refused as corrupt (quarantined miss)");
-    assert!(peak > 0 && peak < 64 << 20, "get peak RSS {} MiB", peak >> 20);
+    assert!(
+        peak > 0 && peak < 64 << 20,
+        "get peak RSS {} MiB",
+        peak >> 20
+    );
 
     let root = dir.path().join("verify");
     crafted(&root);
     let (code, peak) = run_measured(&root, &["verify"]);
     eprintln!("verify: exit {code}, peak RSS {} MiB", peak >> 20);
     assert_eq!(code, 4, "reported as corrupt");
-    assert!(peak > 0 && peak < 64 << 20, "verify peak RSS {} MiB", peak >> 20);
+    assert!(
+        peak > 0 && peak < 64 << 20,
+        "verify peak RSS {} MiB",
+        peak >> 20
+    );
 }
