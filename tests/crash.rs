@@ -3,7 +3,7 @@
 //! random instant; after each cycle the root is reopened and checked: no
 //! acknowledged put lost, no wrong byte, `verify` clean. Children are this
 //! test binary re-run with FC_CRASH set. `FC_CRASH_CYCLES` overrides the
-//! number of cycles (default 250, capped at 100 s of wall time).
+//! number of cycles (default 200, capped at 90 s of wall time).
 
 mod common;
 
@@ -179,7 +179,7 @@ fn sigkill_at_random_points_loses_no_acknowledged_put() {
     let cycles: u64 = std::env::var("FC_CRASH_CYCLES")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(250);
+        .unwrap_or(200);
     let started = Instant::now();
     let mut durable: HashMap<(u64, u64), u64> = HashMap::new();
     let mut rng = 0x2545_F491_4F6C_DD1Du64;
@@ -191,7 +191,7 @@ fn sigkill_at_random_points_loses_no_acknowledged_put() {
     };
     let (mut done, mut acks_total, mut lru) = (0u64, 0u64, 0u64);
     for cycle in 1..=cycles {
-        if started.elapsed() > Duration::from_secs(100) {
+        if started.elapsed() > Duration::from_secs(90) {
             break;
         }
         let start = cycle * 1_000_000;
