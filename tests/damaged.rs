@@ -152,3 +152,25 @@ fn an_emptied_index_does_not_open_silently_empty() {
     let (code, _, err) = cli(&root, &["ls"]);
     assert!(code == 0, "usable again after recovery: {err}");
 }
+
+#[test]
+fn recover_on_a_healthy_root_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    build(&root);
+    let (code, out, err) = cli(&root, &["recover", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(report["entries_kept"].as_u64(), Some(KEYS), "{report}");
+    assert_eq!(report["entries_dropped"].as_u64(), Some(0), "{report}");
+    let (code, _, err) = cli(&root, &["verify"]);
+    assert_eq!(code, 0, "{err}");
+    let cache = Cache::open(&root).unwrap();
+    for i in (0..KEYS).step_by(7) {
+        let v = cache
+            .get(&format!("news:src:{i:05}"))
+            .unwrap()
+            .expect("kept");
+        assert!(v[..] == value(i)[..], "key {i}");
+    }
+}
