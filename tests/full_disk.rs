@@ -198,3 +198,28 @@ fn a_full_disk_still_reads_and_frees_space() {
     let chunks = std::fs::read_dir(root.join("reserve")).unwrap().count();
     assert_eq!(chunks, 8, "reserve recreated");
 }
+
+/// Opening an index at the current schema version writes nothing: no WAL
+/// frame appears while the cache is open and unused (the old open rewrote
+/// `PRAGMA user_version` every time).
+#[test]
+fn opening_an_existing_index_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
+    {
+        let cache = Cache::with_config(config(&root)).unwrap();
+        cache.put("news:a:1", b"one", Put::default()).unwrap();
+    }
+    let index = root.join("index.sqlite");
+    let before = std::fs::read(&index).unwrap();
+    let cache = Cache::with_config(config(&root)).unwrap();
+    let wal = std::fs::metadata(root.join("index.sqlite-wal"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    assert_eq!(wal, 0, "no WAL frames written by opening");
+    assert!(
+        std::fs::read(&index).unwrap() == before,
+        "the index file is untouched"
+    );
+    drop(cache);
+}
