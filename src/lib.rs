@@ -53,5 +53,5 @@ pub use cache::{Cache, CacheBuilder, Entry, Meta, Put, Stored};
 pub use disk::blob::Digest;
 pub use disk::stats::{RedisStats, Stats, Tier};
 pub use fetch::{FetchOptions, FetchOutcome, Fetcher, FetcherBuilder, Outcome};
-pub use maint::{EvictionReport, GcReport, Problem, Progress, VerifyReport};
+pub use maint::{EvictionReport, GcReport, Problem, Progress, RecoverReport, VerifyReport};
 pub use redis::{Lease, LeaseOutcome, RedisTier};

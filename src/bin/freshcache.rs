@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 #[path = "../cli/mod.rs"]
 mod cli;
 
-use cli::{data, demo, feeds, fetch, guard, maint, run, stats, Global, Status};
+use cli::{data, demo, feeds, fetch, guard, maint, recover, run, stats, Global, Status};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -54,6 +54,8 @@ enum Cmd {
     Gc(maint::GcArgs),
     /// Check every blob and row (exit 4 if something is wrong, even after --repair).
     Verify(maint::VerifyArgs),
+    /// Rebuild a damaged index from what can still be read and verified.
+    Recover(recover::RecoverArgs),
     /// The daemon: feed refresh, scheduled eviction, hot reload, /metrics.
     Run(run::RunArgs),
     /// Conditional GET of URL into KEY (exit 5 if the upstream fails with no usable copy).
@@ -89,7 +91,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<Status> {
     if let Cmd::Demo(a) = cli.cmd {
         return demo::run(a, global.load_config()?);
     }
-    let cache = global.open()?;
+    if let Cmd::Recover(a) = cli.cmd {
+        return recover::recover(&global, a);
+    }
+    let cache = match (global.open(), &cli.cmd) {
+        (Err(e), Cmd::Verify(a)) => return recover::verify_unopenable(e, a),
+        (opened, _) => opened?,
+    };
     match cli.cmd {
         Cmd::Put(a) => data::put(&cache, a),
         Cmd::Get(a) => data::get(&cache, a),
@@ -105,7 +113,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Status> {
         Cmd::Run(a) => run::run(cache, global.config, a),
         Cmd::Fetch(a) => fetch::fetch(&cache, a),
         Cmd::Feeds { cmd } => feeds::feeds(&cache, cmd),
-        Cmd::Demo(_) => unreachable!("handled above"),
+        Cmd::Demo(_) | Cmd::Recover(_) => unreachable!("handled above"),
     }
 }
 

@@ -17,6 +17,7 @@ use crate::disk::blob::files::{self, BlobFiles};
 use crate::disk::blob::Digest;
 use crate::disk::hot::HotMap;
 use crate::disk::index::Index;
+use crate::disk::reserve::Reserve;
 use crate::disk::stats::Recorder;
 use crate::disk::store::Store;
 use crate::disk::tier::HotTier;
@@ -31,6 +32,21 @@ use crate::disk::tier::HotTier;
 pub struct CacheBuilder {
     config: Config,
     clock: Arc<dyn Clock>,
+    hook: Hook,
+}
+
+/// The blob-file fault-injection hook, if a test set one.
+#[derive(Clone, Default)]
+struct Hook(Option<files::IoHook>);
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Hook(set)"
+        } else {
+            "Hook(none)"
+        })
+    }
 }
 
 impl Default for CacheBuilder {
@@ -38,6 +54,7 @@ impl Default for CacheBuilder {
         CacheBuilder {
             config: Config::default(),
             clock: Arc::new(SystemClock),
+            hook: Hook::default(),
         }
     }
 }
@@ -79,6 +96,19 @@ impl CacheBuilder {
         self
     }
 
+    /// Fault injection for tests: `hook(op)` runs before every file-system
+    /// call of the blob store (`create`, `write`, `fsync`, `link`, `rename`,
+    /// `open`, `read`, `stat`, `unlink`, `mkdir`) and an error it returns is
+    /// what that call fails with. Not for production use.
+    #[doc(hidden)]
+    pub fn blob_io_hook(
+        mut self,
+        hook: Arc<dyn Fn(&'static str) -> Option<std::io::Error> + Send + Sync>,
+    ) -> Self {
+        self.hook = Hook(Some(hook));
+        self
+    }
+
     /// The configuration this builder will open with.
     pub(crate) fn config_ref(&self) -> &Config {
         &self.config
@@ -96,15 +126,20 @@ impl CacheBuilder {
         let c = &self.config.cache;
         let store = Store {
             index: Index::open(&root, c.fsync)?,
-            files: BlobFiles::new(&root, c.fsync)?,
+            files: BlobFiles::with_hook(&root, c.fsync, self.hook.0.clone())?,
             inline_max: c.inline_max.0,
-            max_blob: crate::base::limits::MAX_BLOB_BYTES,
+            // A row claiming more than a put may store is damaged: nothing
+            // of its claimed size is allocated (see `Store::read_in`).
+            max_blob: c.max_value_size.0.min(crate::base::limits::MAX_BLOB_BYTES),
             unlinks: Default::default(),
+            reserve: Reserve::new(&root),
             zstd_level: c.zstd_level,
         };
         if let Some(seq) = crate::disk::seq::ChangeSeq::open(&root) {
             store.index.attach_seq(seq);
         }
+        // Best effort, one stat when it is there (see disk::reserve).
+        store.reserve.ensure();
         let hot = HotMap::new(&store.index, c.fsync, 1 << 20)?;
         let tier = if c.hot_tier {
             HotTier::open(&root, c.hot_tier_size.0)

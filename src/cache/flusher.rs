@@ -5,8 +5,10 @@
 //! pays for one at commit. It holds the cache weakly and ends when the
 //! cache is dropped (whose `Drop` writes what is left).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::Inner;
@@ -15,10 +17,12 @@ use crate::disk::index;
 /// How often the thread looks at the WAL.
 const TICK: Duration = Duration::from_millis(200);
 
-/// Wakes the flusher thread.
+/// Wakes the flusher thread; stops it when the cache closes.
 #[derive(Debug)]
 pub(crate) struct Flusher {
     wake: SyncSender<()>,
+    stop: Arc<AtomicBool>,
+    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Flusher {
@@ -26,12 +30,32 @@ impl Flusher {
     pub(crate) fn wake(&self) {
         let _ = self.wake.try_send(());
     }
+
+    /// Ends the thread and waits for it (unless this is that thread: the
+    /// cache may be dropped by the flusher's own temporary handle), so its
+    /// connection is closed before the cache's own: the last connection
+    /// checkpoints and removes the WAL, as a cleanly closed root should.
+    pub(crate) fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.wake.try_send(());
+        let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(h) = handle {
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
+        }
+    }
 }
 
 /// A flusher and the receiving end its thread needs.
 pub(crate) fn channel() -> (Flusher, mpsc::Receiver<()>) {
     let (wake, rx) = mpsc::sync_channel(1);
-    (Flusher { wake }, rx)
+    let f = Flusher {
+        wake,
+        stop: Arc::new(AtomicBool::new(false)),
+        thread: Mutex::new(None),
+    };
+    (f, rx)
 }
 
 /// Starts the thread for `inner`. Without a checkpoint connection (it could
@@ -45,17 +69,26 @@ pub(crate) fn spawn(inner: &Arc<Inner>, rx: mpsc::Receiver<()>, window: Duration
         }
     };
     let weak = Arc::downgrade(inner);
+    let stop = inner.flusher.stop.clone();
     let spawned = std::thread::Builder::new()
         .name("freshcache-flush".into())
-        .spawn(move || run(&weak, &rx, checkpointer, window));
-    if let Err(e) = spawned {
-        tracing::warn!(error = %e, "could not start the flusher thread");
+        .spawn(move || run(&weak, &rx, &stop, checkpointer, window));
+    match spawned {
+        Ok(h) => {
+            *inner
+                .flusher
+                .thread
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(h)
+        }
+        Err(e) => tracing::warn!(error = %e, "could not start the flusher thread"),
     }
 }
 
 fn run(
     weak: &Weak<Inner>,
     rx: &mpsc::Receiver<()>,
+    stop: &AtomicBool,
     checkpointer: Option<rusqlite::Connection>,
     window: Duration,
 ) {
@@ -66,6 +99,9 @@ fn run(
             Err(RecvTimeoutError::Timeout) => false,
             Err(RecvTimeoutError::Disconnected) => return,
         };
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
         let Some(inner) = weak.upgrade() else { return };
         if woken || last_flush.elapsed() >= window {
             if let Err(e) = inner.recorder.flush(&inner.store.index, true) {

@@ -7,7 +7,9 @@ use super::Cache;
 use crate::base::config::{Config, OnFull};
 use crate::base::error::{Error, Result};
 use crate::disk::index;
-use crate::maint::{evict, gc, verify, EvictionReport, GcReport, Progress, VerifyReport};
+use crate::maint::{
+    evict, gc, recover, verify, EvictionReport, GcReport, Progress, RecoverReport, VerifyReport,
+};
 
 impl Cache {
     /// Admission control: called by `put` before it writes.
@@ -112,7 +114,14 @@ impl Cache {
         target: u64,
         progress: Option<Progress<'_>>,
     ) -> Result<EvictionReport> {
-        self.flush()?; // LRU order includes this process's batched reads
+        // LRU order includes this process's batched reads; on a full disk
+        // they wait (eviction is what makes room for them).
+        match self.flush() {
+            Err(e) if crate::disk::reserve::is_full(&e) => {
+                tracing::warn!(error = %e, "disk full: access records not flushed before eviction")
+            }
+            other => other?,
+        }
         evict::evict_to(&self.inner.store, target, self.now(), progress)
     }
 
@@ -150,5 +159,31 @@ impl Cache {
     pub fn verify(&self, repair: bool, progress: Option<Progress<'_>>) -> Result<VerifyReport> {
         self.flush()?;
         verify::verify(&self.inner.store, repair, self.now(), progress)
+    }
+
+    /// Rebuilds the index of the root `config` names from what can still be
+    /// read and verified (see `freshcache recover`): readable rows are
+    /// salvaged, every blob re-hashed, what cannot be proven dropped; the
+    /// damaged file is kept under `quarantine/`. Run it with no other
+    /// process using the root.
+    ///
+    /// # Errors
+    /// A storage error; the old index stays in place then.
+    pub fn recover(config: &Config) -> Result<RecoverReport> {
+        use crate::base::clock::Clock;
+        let root = &config.cache.root;
+        if !root.is_dir() {
+            return Err(Error::InsecureRoot {
+                path: root.clone(),
+                reason: "not a directory",
+            });
+        }
+        recover::recover(root, crate::base::clock::SystemClock.now_ms())
+    }
+
+    /// True when `e` says the index is damaged (the remedy is
+    /// [`Cache::recover`]).
+    pub fn is_damaged_index(e: &Error) -> bool {
+        index::is_damaged(e)
     }
 }

@@ -84,6 +84,7 @@ impl WeakCache {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        self.flusher.stop();
         if let Err(e) = self.recorder.flush(&self.store.index, true) {
             tracing::warn!(error = %e, "could not flush access records on close");
         }

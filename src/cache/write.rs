@@ -176,7 +176,7 @@ impl Cache {
     fn delete_matching(&self, pattern: &Pattern, outbox: Option<&str>) -> Result<usize> {
         let now = self.now();
         let store = &self.inner.store;
-        store.write(|tx| {
+        store.write_freeing(|tx| {
             if let Some(scope) = outbox {
                 index::outbox_push(tx, scope, pattern.as_str(), now)
                     .map_err(|e| store.index.wrap(e))?;

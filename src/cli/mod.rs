@@ -21,6 +21,7 @@ pub mod feeds;
 pub mod fetch;
 pub mod guard;
 pub mod maint;
+pub mod recover;
 pub mod run;
 pub mod stats;
 

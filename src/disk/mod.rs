@@ -5,6 +5,7 @@
 pub mod blob;
 pub mod hot;
 pub mod index;
+pub mod reserve;
 pub mod seq;
 pub mod stats;
 pub mod store;

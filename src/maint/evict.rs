@@ -11,10 +11,14 @@ use crate::base::clock::Millis;
 use crate::base::error::Result;
 use crate::base::names;
 use crate::disk::index;
+use crate::disk::reserve;
 use crate::disk::store::Store;
 
 /// Victims fetched per query during eviction.
 const CHUNK: usize = 512;
+
+/// Victims per transaction on a full disk.
+const TIGHT_CHUNK: usize = 64;
 
 /// How long one eviction transaction may hold the write lock. Longer
 /// amortises page writes better (measured: 200 ms → 1 s cut the 100k-of-1M
@@ -43,19 +47,24 @@ pub(crate) fn evict_to(
         ..Default::default()
     };
     let total_to_free = before.saturating_sub(target);
+    // On a full disk (a pass failed for want of room), the reserve is
+    // released and each transaction deletes one small chunk, so its WAL
+    // frames fit in the reserve and the files it frees give room back.
+    let mut tight = false;
     loop {
         // Each transaction deletes for up to TXN_BUDGET, then commits so
         // other writers get in; within it, pages touched by many deletes
         // are written to the WAL once (random LRU deletes touch most pages).
-        let (done, removed, expired) = store.write(|tx| {
+        let pass = |tx: &rusqlite::Transaction<'_>| {
             let started = Instant::now();
             let (mut removed, mut expired, mut freed_total) = (0u64, 0u64, 0u64);
             let mut size = index::disk_bytes(tx).map_err(w)?;
+            let chunk = if tight { TIGHT_CHUNK } else { CHUNK };
             let done = loop {
                 if size <= target {
                     break true;
                 }
-                let victims = victims(tx, now, CHUNK).map_err(w)?;
+                let victims = victims(tx, now, chunk).map_err(w)?;
                 if victims.is_empty() {
                     break true;
                 }
@@ -65,14 +74,24 @@ pub(crate) fn evict_to(
                 removed += n as u64;
                 freed_total += freed;
                 size = size.saturating_sub(freed);
-                if started.elapsed() >= TXN_BUDGET {
+                if tight || started.elapsed() >= TXN_BUDGET {
                     break size <= target;
                 }
             };
             index::bump(tx, names::EVICTED_ENTRIES, removed as i64).map_err(w)?;
             index::bump(tx, names::EVICTED_BYTES, freed_total as i64).map_err(w)?;
             Ok((done, removed, expired))
-        })?;
+        };
+        let (done, removed, expired) = match store.write(pass) {
+            Err(e) if reserve::is_full(&e) && (!tight || store.reserve.release()) => {
+                if !tight {
+                    store.reserve.release();
+                }
+                tight = true;
+                continue;
+            }
+            other => other?,
+        };
         report.entries_removed += removed;
         report.expired_removed += expired;
         if let Some(p) = progress {
@@ -85,8 +104,17 @@ pub(crate) fn evict_to(
             break;
         }
     }
-    // Give freed pages back to the file system.
-    idx.write(|tx| tx.execute_batch("PRAGMA incremental_vacuum").map_err(w))?;
+    // Give freed pages back to the file system (best effort on a full disk:
+    // the entries are gone either way).
+    match idx.write(|tx| tx.execute_batch("PRAGMA incremental_vacuum").map_err(w)) {
+        Err(e) if reserve::is_full(&e) => {
+            tracing::warn!(error = %e, "disk full: index not shrunk after eviction")
+        }
+        other => other?,
+    }
+    if tight {
+        store.reserve.ensure();
+    }
     report.bytes_after = disk_bytes()?;
     report.bytes_removed = before.saturating_sub(report.bytes_after);
     report.elapsed_ms = since(start);

@@ -11,7 +11,10 @@ use serde::Serialize;
 
 pub(crate) mod evict;
 pub(crate) mod gc;
+pub(crate) mod recover;
 pub(crate) mod verify;
+
+pub use recover::RecoverReport;
 
 /// Progress callback: (done, total); total is 0 when unknown.
 pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
@@ -85,6 +88,12 @@ pub enum Problem {
         /// The entry's key.
         key: String,
     },
+    /// The index file itself is damaged (SQLite's integrity check failed, or
+    /// it cannot be read): `freshcache recover` rebuilds it.
+    DamagedIndex {
+        /// What SQLite reported.
+        detail: String,
+    },
     /// A running total differs from the sum it stands for.
     WrongTotal {
         /// The counter.
@@ -115,6 +124,14 @@ pub struct VerifyReport {
 }
 
 impl VerifyReport {
+    /// The report of a verify that could not open the index at all.
+    pub fn damaged_index(detail: String) -> VerifyReport {
+        VerifyReport {
+            problems: vec![Problem::DamagedIndex { detail }],
+            ..Default::default()
+        }
+    }
+
     /// True when nothing is wrong.
     pub fn is_clean(&self) -> bool {
         self.problems.is_empty()

@@ -12,6 +12,7 @@ use crate::base::digest::Digest;
 use crate::base::error::Result;
 use crate::base::names;
 use crate::disk::blob::codec;
+use crate::disk::blob::files::Opened;
 use crate::disk::index::{self, totals};
 use crate::disk::store::Store;
 
@@ -29,172 +30,272 @@ pub(crate) fn verify(
     progress: Option<Progress<'_>>,
 ) -> Result<VerifyReport> {
     let start = Instant::now();
-    let idx = &store.index;
-    let w = |e| idx.wrap(e);
     let mut report = VerifyReport {
         repaired: repair,
         ..Default::default()
     };
-
-    // 1. Every blob hashes to its name.
-    let blobs: Vec<(i64, Digest, u64, u64, i64, bool)> = idx.read(|c| {
-        let mut st =
-            c.prepare("SELECT id, hash, size, stored_size, codec, data IS NULL FROM blobs")?;
-        let rows = st.query_map([], |r| {
-            let h: Vec<u8> = r.get(1)?;
-            Ok((
-                r.get(0)?,
-                Digest::from_slice(&h).unwrap_or(Digest([0; 32])),
-                r.get::<_, i64>(2)? as u64,
-                r.get::<_, i64>(3)? as u64,
-                r.get(4)?,
-                r.get(5)?,
-            ))
-        })?;
-        rows.collect()
-    })?;
-    let total = blobs.len() as u64;
-    let mut bad = Vec::new();
-    for (i, (id, hash, size, stored_size, codec, is_file)) in blobs.into_iter().enumerate() {
-        report.blobs_checked += 1;
-        let stored = if is_file {
-            store.files.read(&hash, stored_size)?
-        } else {
-            idx.read(|c| {
-                c.query_row("SELECT data FROM blobs WHERE id = ?1", [id], |r| {
-                    r.get::<_, Option<Vec<u8>>>(0)
-                })
-                .optional()
-                .map(Option::flatten)
-            })?
-        };
-        let ok = match (&stored, codec::Codec::from_i64(codec)) {
-            (Some(b), Some(c)) => {
-                b.len() as u64 == stored_size && codec::decode(c, b, size, &hash).is_some()
-            }
-            _ => false,
-        };
-        if !ok {
-            report.problems.push(match stored {
-                None => Problem::MissingBlob {
-                    hash: hash.to_hex(),
-                },
-                Some(_) => Problem::CorruptBlob {
-                    hash: hash.to_hex(),
-                },
+    match verify_in(store, repair, now, progress, &mut report) {
+        Ok(()) => {}
+        // A damaged index is what verify is for: a finding, not a failure.
+        Err(e) if index::is_damaged(&e) => {
+            report.problems.push(Problem::DamagedIndex {
+                detail: format!("{e:#}"),
             });
-            bad.push((id, hash, stored));
+            report.repaired = false;
         }
-        if let Some(p) = progress {
-            p(i as u64 + 1, total);
-        }
+        Err(e) => return Err(e),
     }
+    report.elapsed_ms = since(start);
+    Ok(report)
+}
 
-    // 2. Refcounts, dangling entries, totals.
-    let (refs, dangling, totals_now) = idx.read(|c| {
-        let mut st = c.prepare(
-            "SELECT b.hash, b.refs, (SELECT COUNT(*) FROM entries e WHERE e.blob_id = b.id) FROM blobs b",
-        )?;
-        let refs: Vec<(Vec<u8>, i64, i64)> =
-            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<_>>()?;
-        let mut st = c.prepare(
-            "SELECT e.key FROM entries e LEFT JOIN blobs b ON b.id = e.blob_id WHERE b.id IS NULL",
-        )?;
-        let dangling: Vec<String> = st.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
-        let totals_now = actual_totals(c)?;
-        Ok((refs, dangling, totals_now))
-    })?;
-    report.entries_checked = totals_now[totals::ENTRIES] as u64;
-    for (h, recorded, actual) in &refs {
+/// What a blob's bytes are, checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BlobState {
+    Good,
+    Missing,
+    Corrupt,
+}
+
+/// One blob row as verification sees it.
+#[derive(Debug, Clone, Copy)]
+struct BlobInfo {
+    id: i64,
+    hash: Digest,
+    size: u64,
+    stored_size: u64,
+    codec: i64,
+    is_file: bool,
+}
+
+fn blob_info(r: &rusqlite::Row<'_>) -> rusqlite::Result<BlobInfo> {
+    let h: Vec<u8> = r.get(1)?;
+    Ok(BlobInfo {
+        id: r.get(0)?,
+        hash: Digest::from_slice(&h).unwrap_or(Digest([0; 32])),
+        size: r.get::<_, i64>(2)? as u64,
+        stored_size: r.get::<_, i64>(3)? as u64,
+        codec: r.get(4)?,
+        is_file: r.get(5)?,
+    })
+}
+
+const BLOB_INFO: &str = "SELECT id, hash, size, stored_size, codec, data IS NULL FROM blobs";
+
+/// Checks one blob's bytes without holding them (streaming), on `c`
+/// (inline bytes) and the file store.
+fn check_blob(store: &Store, c: &rusqlite::Connection, b: &BlobInfo) -> Result<BlobState> {
+    let Some(codec) = codec::Codec::from_i64(b.codec) else {
+        return Ok(BlobState::Corrupt);
+    };
+    if b.is_file {
+        let (f, len) = match store.files.open(&b.hash)? {
+            Opened::File(f, len) => (f, len),
+            Opened::Missing => return Ok(BlobState::Missing),
+            Opened::NotAFile => return Ok(BlobState::Corrupt),
+        };
+        if len != b.stored_size {
+            return Ok(BlobState::Corrupt);
+        }
+        let ok = codec::verify_stream(codec, store.files.reader(f), b.stored_size, b.size, &b.hash)
+            .map_err(|e| crate::base::error::Error::Io {
+                path: store.files.path(&b.hash),
+                source: e,
+            })?;
+        return Ok(if ok {
+            BlobState::Good
+        } else {
+            BlobState::Corrupt
+        });
+    }
+    let data: Option<Vec<u8>> = c
+        .query_row("SELECT data FROM blobs WHERE id = ?1", [b.id], |r| r.get(0))
+        .optional()
+        .map_err(|e| store.index.wrap(e))?
+        .flatten();
+    let Some(data) = data else {
+        return Ok(BlobState::Missing);
+    };
+    let ok = data.len() as u64 == b.stored_size
+        && codec::verify_stream(codec, &data[..], b.stored_size, b.size, &b.hash).unwrap_or(false);
+    Ok(if ok {
+        BlobState::Good
+    } else {
+        BlobState::Corrupt
+    })
+}
+
+/// Structural findings of one snapshot: refcounts, dangling entries, totals.
+fn structure(
+    c: &rusqlite::Connection,
+    report_entries: &mut u64,
+) -> rusqlite::Result<(Vec<Problem>, Vec<String>)> {
+    let mut problems = Vec::new();
+    let mut st = c.prepare(
+        "SELECT b.hash, b.refs, (SELECT COUNT(*) FROM entries e WHERE e.blob_id = b.id) FROM blobs b",
+    )?;
+    let refs: Vec<(Vec<u8>, i64, i64)> = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (h, recorded, actual) in refs {
         if recorded != actual {
-            let hash = Digest::from_slice(h)
+            let hash = Digest::from_slice(&h)
                 .map(|d| d.to_hex())
                 .unwrap_or_default();
-            report.problems.push(Problem::WrongRefcount {
+            problems.push(Problem::WrongRefcount {
                 hash,
-                refs: *recorded,
-                actual: *actual,
+                refs: recorded,
+                actual,
             });
         }
     }
+    let mut st = c.prepare(
+        "SELECT e.key FROM entries e LEFT JOIN blobs b ON b.id = e.blob_id WHERE b.id IS NULL",
+    )?;
+    let dangling: Vec<String> = st
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
     for key in &dangling {
-        report
-            .problems
-            .push(Problem::DanglingEntry { key: key.clone() });
+        problems.push(Problem::DanglingEntry { key: key.clone() });
     }
-    let recorded = idx.read(|c| {
-        [
-            totals::ENTRIES,
-            totals::STORED_BYTES,
-            totals::LOGICAL_BYTES,
-            totals::FILE_BYTES,
-            totals::KEY_BYTES,
-        ]
-        .into_iter()
-        .map(|n| Ok((n, index::counter(c, n)?)))
-        .collect::<rusqlite::Result<Vec<_>>>()
-    })?;
-    for (name, value) in recorded {
+    let totals_now = actual_totals(c)?;
+    *report_entries = totals_now[totals::ENTRIES] as u64;
+    for name in [
+        totals::ENTRIES,
+        totals::STORED_BYTES,
+        totals::LOGICAL_BYTES,
+        totals::FILE_BYTES,
+        totals::KEY_BYTES,
+    ] {
+        let value = index::counter(c, name)?;
         if totals_now[name] != value {
-            report.problems.push(Problem::WrongTotal {
+            problems.push(Problem::WrongTotal {
                 name: name.into(),
                 recorded: value,
                 actual: totals_now[name],
             });
         }
     }
+    Ok((problems, dangling))
+}
+
+fn verify_in(
+    store: &Store,
+    repair: bool,
+    now: Millis,
+    progress: Option<Progress<'_>>,
+    report: &mut VerifyReport,
+) -> Result<()> {
+    let idx = &store.index;
+    let w = |e| idx.wrap(e);
+
+    // 0. The file itself (b-tree structure, page counts).
+    let check: Vec<String> = idx.read(|c| {
+        let mut st = c.prepare("PRAGMA quick_check(20)")?;
+        let rows = st.query_map([], |r| r.get(0))?;
+        rows.collect()
+    })?;
+    if check.first().map(String::as_str) != Some("ok") {
+        report.problems.push(Problem::DamagedIndex {
+            detail: check.join("; "),
+        });
+        report.repaired = false;
+        return Ok(());
+    }
+
+    // 1. Every blob hashes to its name: rows listed and bytes read within
+    //    one read snapshot; a blob that looks bad is checked again under the
+    //    write lock (a writer may have released it meanwhile) before it is
+    //    reported.
+    let mut suspects = Vec::new();
+    let mut entries = 0;
+    let mut structural = idx.read_snapshot(|c| {
+        let blobs: Vec<BlobInfo> = {
+            let mut st = c.prepare(BLOB_INFO).map_err(w)?;
+            let rows = st.query_map([], blob_info).map_err(w)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(w)?
+        };
+        let total = blobs.len() as u64;
+        for (i, b) in blobs.iter().enumerate() {
+            report.blobs_checked += 1;
+            if check_blob(store, c, b)? != BlobState::Good {
+                suspects.push(*b);
+            }
+            if let Some(p) = progress {
+                p(i as u64 + 1, total);
+            }
+        }
+        // 2. Refcounts, dangling entries, totals, in the same snapshot.
+        structure(c, &mut entries).map_err(w)
+    })?;
+    report.entries_checked = entries;
+    let mut bad = Vec::new();
+    for b in suspects {
+        let state = store.index.write(|tx| {
+            let now_row: Option<BlobInfo> = tx
+                .query_row(&format!("{BLOB_INFO} WHERE id = ?1"), [b.id], blob_info)
+                .optional()
+                .map_err(w)?;
+            match now_row {
+                Some(r) if r.hash == b.hash => check_blob(store, tx, &r),
+                _ => Ok(BlobState::Good), // released or replaced meanwhile
+            }
+        })?;
+        match state {
+            BlobState::Good => {}
+            BlobState::Missing => report.problems.push(Problem::MissingBlob {
+                hash: b.hash.to_hex(),
+            }),
+            BlobState::Corrupt => report.problems.push(Problem::CorruptBlob {
+                hash: b.hash.to_hex(),
+            }),
+        }
+        if state != BlobState::Good {
+            bad.push(b);
+        }
+    }
+    if !structural.0.is_empty() {
+        // Consistent in its snapshot; confirmed under the write lock.
+        structural = store
+            .index
+            .write(|tx| structure(tx, &mut entries).map_err(w))?;
+    }
+    let (problems, dangling) = structural;
+    report.problems.extend(problems);
 
     if repair && !report.is_clean() {
-        for (id, hash, _) in bad {
-            // Re-checked inside the write lock: the scan ran outside any
-            // transaction, so the blob may have been released, healed or
-            // its id reused since.
+        for b in bad {
+            // Re-checked inside the write lock once more: the blob may have
+            // been released, healed or its id reused since.
             let keys = store.write(|tx| {
-                let row: Option<BlobRow> = tx
-                    .query_row(
-                        "SELECT hash, size, stored_size, codec, data FROM blobs WHERE id = ?1",
-                        [id],
-                        |r| {
-                            Ok((
-                                r.get(0)?,
-                                r.get::<_, i64>(1)? as u64,
-                                r.get::<_, i64>(2)? as u64,
-                                r.get(3)?,
-                                r.get(4)?,
-                            ))
-                        },
-                    )
+                let row: Option<BlobInfo> = tx
+                    .query_row(&format!("{BLOB_INFO} WHERE id = ?1"), [b.id], blob_info)
                     .optional()
                     .map_err(w)?;
-                let Some((h, size, stored_size, codec, inline)) = row else {
+                let Some(r) = row else {
                     return Ok(Vec::new());
                 };
-                if h != hash.0 {
+                if r.hash != b.hash || check_blob(store, tx, &r)? == BlobState::Good {
                     return Ok(Vec::new());
                 }
-                let bytes = match inline {
-                    Some(b) => Some(b),
-                    None => store.files.read(&hash, stored_size)?,
-                };
-                let still_bad = match (&bytes, codec::Codec::from_i64(codec)) {
-                    (Some(b), Some(c)) => {
-                        b.len() as u64 != stored_size || codec::decode(c, b, size, &hash).is_none()
-                    }
-                    _ => true,
-                };
-                if !still_bad {
-                    return Ok(Vec::new());
+                if r.is_file {
+                    // The file (or the link standing in for it) leaves the store.
+                    store.files.quarantine(&r.hash, None, now)?;
+                } else if let Some(d) = tx
+                    .query_row("SELECT data FROM blobs WHERE id = ?1", [r.id], |x| {
+                        x.get::<_, Option<Vec<u8>>>(0)
+                    })
+                    .map_err(w)?
+                {
+                    store.files.quarantine(&r.hash, Some(&d), now)?;
                 }
-                if let Some(b) = &bytes {
-                    store.files.quarantine(&hash, Some(b), now)?;
-                }
-                let keys = index::keys_of_blob(tx, id).map_err(w)?;
+                let keys = index::keys_of_blob(tx, r.id).map_err(w)?;
                 for k in &keys {
                     index::delete_entry(tx, k).map_err(w)?;
+                    index::log_change(tx, k).map_err(w)?;
                 }
-                tx.execute("DELETE FROM blobs WHERE id = ?1", [id])
+                tx.execute("DELETE FROM blobs WHERE id = ?1", [r.id])
                     .map_err(w)?;
-                store.defer_unlink(hash);
                 index::bump(tx, names::CORRUPT_BLOBS, 1).map_err(w)?;
                 Ok(keys)
             })?;
@@ -228,12 +329,8 @@ pub(crate) fn verify(
         })?;
         report.keys_dropped.extend(dangling);
     }
-    report.elapsed_ms = since(start);
-    Ok(report)
+    Ok(())
 }
-
-/// hash, size, stored_size, codec, inline data.
-type BlobRow = (Vec<u8>, u64, u64, i64, Option<Vec<u8>>);
 
 /// The true values of the running totals, computed by scanning.
 fn actual_totals(c: &rusqlite::Connection) -> rusqlite::Result<HashMap<&'static str, i64>> {

@@ -3,6 +3,7 @@
 //! vectors, ~1.07x) is read without a pointless decompression.
 
 use std::cell::RefCell;
+use std::io::Read;
 
 use crate::disk::blob::Digest;
 
@@ -85,6 +86,105 @@ pub fn decode(codec: Codec, stored: &[u8], size: u64, expected: &Digest) -> Opti
     (bytes.len() == size && verify(&bytes, expected)).then_some(bytes)
 }
 
+/// Verifies an encoded blob read from `r` without holding it in memory:
+/// decodes in chunks, hashes as it goes, and stops one byte past `size`
+/// decoded or `stored_size` stored bytes, so memory stays at the decoder's
+/// buffers (plus its window, at most 8 MiB for levels up to 19) whatever a
+/// frame or a row claims. `Ok(false)`: the blob is corrupt; `Err`: reading
+/// `r` failed.
+///
+/// # Errors
+/// The I/O error of `r`.
+pub fn verify_stream(
+    codec: Codec,
+    r: impl Read,
+    stored_size: u64,
+    size: u64,
+    expected: &Digest,
+) -> std::io::Result<bool> {
+    let mut src = Tracked {
+        inner: r.take(stored_size.saturating_add(1)),
+        read: 0,
+        error: None,
+    };
+    let mut hasher = blake3::Hasher::new();
+    let decoded = match codec {
+        Codec::Raw => copy_hashing(&mut src, &mut hasher, size),
+        Codec::Zstd => {
+            let mut decoder = match zstd::stream::read::Decoder::new(&mut src) {
+                Ok(d) => d.single_frame(),
+                Err(_) => return Ok(false),
+            };
+            let n = copy_hashing(&mut decoder, &mut hasher, size);
+            // Anything after the frame is damage too: what the decoder read
+            // ahead and did not use, and what is left after it.
+            let ahead = std::io::BufRead::fill_buf(decoder.get_mut()).map(|b| b.len() as u64);
+            drop(decoder);
+            let rest = copy_hashing(&mut src, &mut blake3::Hasher::new(), 0);
+            match (n, ahead, rest) {
+                (Ok(n), Ok(0), Ok(0)) => Ok(n),
+                (Ok(_), Ok(_), Ok(_)) => return Ok(false),
+                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(e),
+            }
+        }
+    };
+    if let Some(e) = src.error.take() {
+        return Err(e);
+    }
+    Ok(match decoded {
+        Ok(n) => {
+            n == size
+                && src.read == stored_size
+                && Digest(*hasher.finalize().as_bytes()) == *expected
+        }
+        // A decoding error (the source itself did not fail): corrupt.
+        Err(_) => false,
+    })
+}
+
+/// Copies `r` into the hasher, at most `limit + 1` bytes; returns the count.
+fn copy_hashing(r: impl Read, h: &mut blake3::Hasher, limit: u64) -> std::io::Result<u64> {
+    let mut r = r.take(limit.saturating_add(1));
+    let mut buf = vec![0u8; 256 << 10];
+    let mut n = 0u64;
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => return Ok(n),
+            Ok(k) => {
+                h.update(&buf[..k]);
+                n += k as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A reader that counts its bytes and keeps its own I/O error apart from
+/// the decoder's complaints.
+struct Tracked<R> {
+    inner: R,
+    read: u64,
+    error: Option<std::io::Error>,
+}
+
+impl<R: Read> Read for Tracked<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(n) => {
+                self.read += n as u64;
+                Ok(n)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Err(e),
+            Err(e) => {
+                let kind = e.kind();
+                self.error = Some(e);
+                Err(std::io::Error::new(kind, "source failed"))
+            }
+        }
+    }
+}
+
 /// True when `bytes` hash to `expected`.
 pub fn verify(bytes: &[u8], expected: &Digest) -> bool {
     Digest::of(bytes) == *expected
@@ -132,5 +232,34 @@ mod tests {
         stored[last] ^= 1;
         assert!(decode(codec, &stored, data.len() as u64, &d).is_none());
         assert!(decode(Codec::Raw, b"other", 5, &d).is_none());
+    }
+
+    #[test]
+    fn streaming_verification_agrees_with_decode() {
+        let data = br#"{"odds":[1.5,2.25]}"#.repeat(500);
+        let d = Digest::of(&data);
+        let (codec, stored) = encode(&data, 3);
+        let n = data.len() as u64;
+        let s = stored.len() as u64;
+        assert!(verify_stream(codec, &stored[..], s, n, &d).unwrap());
+        assert!(
+            !verify_stream(codec, &stored[..], s, n - 1, &d).unwrap(),
+            "size"
+        );
+        assert!(
+            !verify_stream(codec, &stored[..], s - 1, n, &d).unwrap(),
+            "stored size"
+        );
+        let mut bad = stored.clone();
+        bad[s as usize / 2] ^= 0x40;
+        assert!(!verify_stream(codec, &bad[..], s, n, &d).unwrap());
+        let mut longer = stored.clone();
+        longer.extend_from_slice(b"junk");
+        assert!(
+            !verify_stream(codec, &longer[..], s + 4, n, &d).unwrap(),
+            "trailing bytes"
+        );
+        assert!(verify_stream(Codec::Raw, &data[..], n, n, &d).unwrap());
+        assert!(!verify_stream(Codec::Raw, &data[..], n, n, &Digest::of(b"x")).unwrap());
     }
 }

@@ -139,7 +139,27 @@ impl Index {
     /// [`Error::Index`] if the file is not a SQLite database or cannot be
     /// opened; [`Error::SchemaVersion`] if a newer freshcache wrote it.
     pub fn open(root: &Path, synchronous_full: bool) -> Result<Index> {
-        let path = root.join(INDEX_FILE);
+        let reserve = crate::disk::reserve::Reserve::new(root);
+        loop {
+            match Index::open_once(root, INDEX_FILE, synchronous_full, false) {
+                // No room for SQLite's -shm/-wal files: use the reserve.
+                Err(e) if crate::disk::reserve::is_full(&e) && reserve.release() => {}
+                other => return other,
+            }
+        }
+    }
+
+    /// Creates and migrates a new index file `root/name` (recovery builds
+    /// its new index there before moving it into place).
+    ///
+    /// # Errors
+    /// As [`Index::open`].
+    pub(crate) fn create_at(root: &Path, name: &str) -> Result<Index> {
+        Index::open_once(root, name, false, true)
+    }
+
+    fn open_once(root: &Path, name: &str, synchronous_full: bool, fresh: bool) -> Result<Index> {
+        let path = root.join(name);
         if !path.exists() {
             // Created before any connection exists, so we never touch a file
             // SQLite holds locks on with plain file APIs.
@@ -150,22 +170,23 @@ impl Index {
             }
         }
         let writer = open_connection(&path, synchronous_full)?;
-        let wrap = |e| Error::Index {
-            path: path.clone(),
-            source: e,
-        };
+        let wrap = |e| index_error(&path, e);
         // The writer dirties many pages in eviction passes; a larger page
         // cache keeps them from spilling to the WAL mid-transaction.
         writer
             .execute_batch("PRAGMA cache_size = -65536")
             .map_err(wrap)?;
+        // A root that has held data (its blob directory exists: it is made
+        // only after the first migration committed) never has an empty index.
+        let used = !fresh
+            && std::fs::symlink_metadata(root.join(crate::disk::blob::files::BLOBS_DIR)).is_ok();
         // Two processes opening a new root at once: switching to WAL and the
         // first migration can answer SQLITE_BUSY without consulting the busy
         // handler, so the initialisation retries for up to the busy timeout.
         let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
         let mut pause = Duration::from_millis(5);
         let tx_result = loop {
-            match init(&writer) {
+            match init(&writer, used) {
                 Err(rusqlite::Error::SqliteFailure(e, _))
                     if e.code == rusqlite::ErrorCode::DatabaseBusy
                         && std::time::Instant::now() < deadline =>
@@ -176,12 +197,21 @@ impl Index {
                 other => break other,
             }
         };
-        if let Err(found) = tx_result.map_err(wrap)? {
-            return Err(Error::SchemaVersion {
-                path,
-                found,
-                supported: schema::SCHEMA_VERSION,
-            });
+        match tx_result.map_err(wrap)? {
+            Ok(_) => {}
+            Err(Refusal::Newer(found)) => {
+                return Err(Error::SchemaVersion {
+                    path,
+                    found,
+                    supported: schema::SCHEMA_VERSION,
+                })
+            }
+            Err(Refusal::EmptyButUsed) => {
+                return Err(damaged(
+                    &path,
+                    "it is empty but the root holds blobs (truncated or replaced)",
+                ))
+            }
         }
         Ok(Index {
             path,
@@ -235,10 +265,7 @@ impl Index {
     }
 
     pub(crate) fn wrap(&self, e: rusqlite::Error) -> Error {
-        Error::Index {
-            path: self.path.clone(),
-            source: e,
-        }
+        index_error(&self.path, e)
     }
 
     /// Runs `f` on a pooled reader connection.
@@ -313,23 +340,92 @@ impl Index {
     }
 }
 
+/// Why an index cannot be used as it is.
+enum Refusal {
+    /// Written by a newer freshcache (its version).
+    Newer(i64),
+    /// No schema, in a root that has held data.
+    EmptyButUsed,
+}
+
 /// Sets up a new or existing index: incremental auto-vacuum (new files
-/// only), WAL, and the schema migration in one immediate transaction.
-fn init(writer: &Connection) -> rusqlite::Result<Result<i64, i64>> {
-    writer.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")?;
-    let mode: String = writer.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+/// only), WAL, and the schema migration in one immediate transaction. An
+/// index at the current version is only read: opening writes nothing (a
+/// full disk must not make a root unreadable).
+fn init(writer: &Connection, used: bool) -> rusqlite::Result<Result<i64, Refusal>> {
+    let mode: String = writer.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
-        // Another connection kept the file from switching yet: retry.
-        let busy = rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY);
-        return Err(rusqlite::Error::SqliteFailure(
-            busy,
-            Some(format!("journal mode is {mode}")),
-        ));
+        writer.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")?;
+        let mode: String = writer.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            // Another connection kept the file from switching yet: retry.
+            let busy = rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY);
+            return Err(rusqlite::Error::SqliteFailure(
+                busy,
+                Some(format!("journal mode is {mode}")),
+            ));
+        }
+    }
+    let found = schema::version(writer)?;
+    if found > schema::SCHEMA_VERSION {
+        return Ok(Err(Refusal::Newer(found)));
+    }
+    if found == schema::SCHEMA_VERSION {
+        return Ok(Ok(found));
     }
     let tx = rusqlite::Transaction::new_unchecked(writer, TransactionBehavior::Immediate)?;
+    // Re-read under the write lock: another process may have migrated.
+    if used && schema::version(&tx)? == 0 {
+        return Ok(Err(Refusal::EmptyButUsed));
+    }
     let v = schema::migrate(&tx)?;
     tx.commit()?;
-    Ok(v)
+    Ok(v.map_err(Refusal::Newer))
+}
+
+/// True for SQLite's "this file is damaged" answers.
+pub(crate) fn is_damage(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if matches!(f.code, rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase))
+}
+
+/// The index error for `e`; a damaged file gets a message naming the recovery.
+pub(crate) fn index_error(path: &Path, e: rusqlite::Error) -> Error {
+    if is_damage(&e) {
+        return damaged(path, &e.to_string());
+    }
+    Error::Index {
+        path: path.to_path_buf(),
+        source: e,
+    }
+}
+
+/// Marker text of a damaged-index error (see [`is_damaged`]).
+const DAMAGED: &str = "the index is damaged";
+
+/// The error for a damaged index: `Error::Index` (exit 6) with SQLite's
+/// corruption code and a message that names the recovery.
+pub(crate) fn damaged(path: &Path, why: &str) -> Error {
+    let code = rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT);
+    Error::Index {
+        path: path.to_path_buf(),
+        source: rusqlite::Error::SqliteFailure(
+            code,
+            Some(format!(
+                "{DAMAGED} ({why}); nothing was changed. `freshcache verify` reports it, \
+                 `freshcache recover` rebuilds the index from what can still be verified"
+            )),
+        ),
+    }
+}
+
+/// True when `e` is the error of a damaged index.
+pub fn is_damaged(e: &Error) -> bool {
+    match e {
+        Error::Index { source, .. } => is_damage(source),
+        Error::Shared { source } => is_damaged(source),
+        _ => false,
+    }
 }
 
 /// One passive checkpoint on `conn`: copies committed WAL frames into the
@@ -341,10 +437,7 @@ pub(crate) fn checkpoint(conn: &Connection) -> rusqlite::Result<i64> {
 }
 
 pub(crate) fn open_connection(path: &Path, synchronous_full: bool) -> Result<Connection> {
-    let wrap = |e| Error::Index {
-        path: path.to_path_buf(),
-        source: e,
-    };
+    let wrap = |e| index_error(path, e);
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(wrap)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(wrap)?;

@@ -78,13 +78,21 @@ CREATE TABLE IF NOT EXISTS redis_outbox (
 );
 "#;
 // ---- end v3 -------------------------------------------------------------------
+/// The schema version recorded in the file (0 for a new, empty file).
+pub(crate) fn version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+}
 
 /// Brings the schema to [`SCHEMA_VERSION`]. Returns the version found, or
-/// `Err(found)` when the file was written by a newer freshcache.
+/// `Err(found)` when the file was written by a newer freshcache. Writes
+/// nothing when no migration is due (a full disk must not stop an open).
 pub(crate) fn migrate(conn: &Connection) -> rusqlite::Result<Result<i64, i64>> {
-    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let found = version(conn)?;
     if found > SCHEMA_VERSION {
         return Ok(Err(found));
+    }
+    if found == SCHEMA_VERSION {
+        return Ok(Ok(found));
     }
     if found < 1 {
         conn.execute_batch(V1)?;

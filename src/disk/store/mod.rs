@@ -21,6 +21,7 @@ use crate::disk::blob::codec::{self, Codec};
 use crate::disk::blob::files::BlobFiles;
 use crate::disk::blob::Digest;
 use crate::disk::index::{self, totals, Found, Index, NewEntry, Row};
+use crate::disk::reserve::{self, Reserve};
 
 /// Index plus blob files for one root.
 #[derive(Debug)]
@@ -35,6 +36,8 @@ pub struct Store {
     /// Files of blobs whose last row went in the running write transaction;
     /// unlinked only after it commits (see [`Store::write`]).
     pub unlinks: std::sync::Mutex<Vec<Digest>>,
+    /// Room kept for operations that free space on a full disk.
+    pub reserve: Reserve,
 }
 
 /// Metadata of a put, besides the key and bytes.
@@ -272,7 +275,29 @@ impl Store {
     /// # Errors
     /// [`Error::Index`] or [`Error::Io`]; nothing is removed then.
     pub fn delete(&self, keys: &[String]) -> Result<usize> {
-        self.write(|tx| self.delete_in(tx, keys))
+        self.write_freeing(|tx| self.delete_in(tx, keys))
+    }
+
+    /// A write transaction that frees space (delete, invalidate, evict):
+    /// when it fails because the disk is full, a chunk of the reserve is
+    /// released and the transaction retried (chunk after chunk); the
+    /// reserve is recreated, best effort, after it succeeded.
+    pub(crate) fn write_freeing<T>(
+        &self,
+        f: impl Fn(&rusqlite::Transaction<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let mut released = false;
+        loop {
+            match self.write(&f) {
+                Err(e) if reserve::is_full(&e) && self.reserve.release() => released = true,
+                other => {
+                    if released && other.is_ok() {
+                        self.reserve.ensure();
+                    }
+                    return other;
+                }
+            }
+        }
     }
 
     /// Deletes entries inside an open write transaction; returns how many existed.
@@ -354,7 +379,11 @@ impl Store {
         let out = self.index.write(f);
         let freed = std::mem::take(&mut *self.unlinks.lock().unwrap_or_else(|p| p.into_inner()));
         if out.is_ok() && !freed.is_empty() {
-            self.unlink_unreferenced(&freed)?;
+            // The operation committed: a file that cannot be unlinked now
+            // is an orphan for gc, not a failure of the operation.
+            if let Err(e) = self.unlink_unreferenced(&freed) {
+                tracing::warn!(error = %e, "freed blob files left for gc");
+            }
         }
         out
     }

@@ -3,6 +3,7 @@
 //! fails is quarantined and the read is a miss.
 
 use super::*;
+use crate::disk::blob::files::Opened;
 
 /// A verified read: the row and the decoded bytes.
 #[derive(Debug)]
@@ -103,7 +104,12 @@ impl Store {
         if !want_bytes(&row) {
             return Ok(Outcome::Hit(Read { row, bytes: None }));
         }
-        if row.size > self.max_blob || row.stored_size > self.max_blob {
+        // A row claiming more than a put may store (a damaged row, or one
+        // stored under a larger max_value_size): verified by streaming, in
+        // bounded memory, before anything of its claimed size is allocated.
+        if (row.size > self.max_blob || row.stored_size > self.max_blob)
+            && !self.verify_streaming(&row, inline.as_deref())?
+        {
             return Ok(Outcome::Corrupt(row, inline.unwrap_or_default()));
         }
         let stored = match inline {
@@ -123,6 +129,30 @@ impl Store {
             })),
             None => Ok(Outcome::Corrupt(row, stored)),
         }
+    }
+
+    /// Verifies a blob without holding it (see [`codec::verify_stream`]);
+    /// a missing file counts as good here (the caller reads it next and
+    /// finds it gone).
+    fn verify_streaming(&self, row: &Row, inline: Option<&[u8]>) -> Result<bool> {
+        let ok = match inline {
+            Some(b) => codec::verify_stream(row.codec, b, row.stored_size, row.size, &row.hash),
+            None => match self.files.open(&row.hash)? {
+                Opened::File(f, _) => codec::verify_stream(
+                    row.codec,
+                    self.files.reader(f),
+                    row.stored_size,
+                    row.size,
+                    &row.hash,
+                ),
+                Opened::Missing => Ok(true),
+                Opened::NotAFile => Ok(false),
+            },
+        };
+        ok.map_err(|e| crate::base::error::Error::Io {
+            path: self.files.path(&row.hash),
+            source: e,
+        })
     }
 
     /// Quarantines a blob that failed verification: its bytes go to

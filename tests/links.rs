@@ -1,0 +1,147 @@
+//! Nothing in the root is followed out of it: a symlinked `blobs-v1`, shard
+//! directory or blob file never leads a read, gc or repair to a file
+//! outside; a symlinked blob is corrupt (quarantined, counted, `verify`
+//! exit 4, `--repair` removes it), not an error nothing can clear.
+
+mod common;
+
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use freshcache::{Cache, Config, Put};
+
+fn config(root: &Path) -> Config {
+    let mut c = Config::default();
+    c.cache.root = root.to_path_buf();
+    c.cache.inline_max.0 = 1024;
+    c
+}
+
+fn cli(root: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_freshcache"))
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// A root with one file blob under `key`; returns the blob's path.
+fn one_file_blob(root: &Path, key: &str, value: &[u8]) -> PathBuf {
+    let cache = Cache::with_config(config(root)).unwrap();
+    let stored = cache.put(key, value, Put::default()).unwrap();
+    let hex = stored.hash.to_hex();
+    root.join("blobs-v1").join(&hex[..2]).join(&hex[2..])
+}
+
+#[test]
+fn gc_never_follows_a_symlinked_blob_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let outside = dir.path().join("outside");
+    let blob = one_file_blob(&root, "news:a:1", &common::noise(1, 5000));
+    // The same layout outside the root, with an "orphan" no row names.
+    let victim_dir = outside.join("ab");
+    std::fs::create_dir_all(&victim_dir).unwrap();
+    let victim = victim_dir.join("c".repeat(62));
+    std::fs::write(&victim, b"precious").unwrap();
+    std::fs::rename(root.join("blobs-v1"), dir.path().join("moved")).unwrap();
+    symlink(&outside, root.join("blobs-v1")).unwrap();
+
+    let (code, out) = cli(&root, &["gc", "--grace", "0s"]);
+    assert_ne!(code, 0, "a symlinked blobs-v1 is refused: {out}");
+    assert_eq!(code, 6, "a storage error: {out}");
+    assert_eq!(
+        std::fs::read(&victim).unwrap(),
+        b"precious",
+        "nothing outside was deleted"
+    );
+    drop(blob);
+}
+
+#[test]
+fn a_symlinked_shard_is_neither_read_nor_collected_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let value = common::noise(2, 5000);
+    let blob = one_file_blob(&root, "news:a:2", &value);
+    let shard = blob.parent().unwrap().to_path_buf();
+    let outside = dir.path().join("outside-shard");
+    std::fs::rename(&shard, &outside).unwrap();
+    symlink(&outside, &shard).unwrap();
+    // An orphan-looking file next to it, outside the root.
+    let stray = outside.join("d".repeat(62));
+    std::fs::write(&stray, b"precious").unwrap();
+
+    let (code, out) = cli(&root, &["gc", "--grace", "0s"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        std::fs::read(&stray).unwrap(),
+        b"precious",
+        "gc did not follow the shard link"
+    );
+
+    let (code, out) = cli(&root, &["verify", "--json"]);
+    assert_eq!(code, 4, "a blob behind a symlinked shard is corrupt: {out}");
+    assert!(out.contains("corrupt_blob"), "{out}");
+
+    let cache = Cache::with_config(config(&root)).unwrap();
+    assert_eq!(
+        cache.get("news:a:2").unwrap(),
+        None,
+        "never served through the link"
+    );
+    assert_eq!(cache.stats().unwrap().corrupt_blobs, 1, "counted");
+    drop(cache);
+    let (code, out) = cli(&root, &["verify"]);
+    assert_eq!(code, 0, "quarantined: the root is clean again: {out}");
+    assert!(
+        outside.join(blob.file_name().unwrap()).exists(),
+        "the outside file is untouched"
+    );
+}
+
+#[test]
+fn a_symlinked_blob_is_corrupt_and_repair_removes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let value = common::noise(3, 5000);
+    let blob = one_file_blob(&root, "news:a:3", &value);
+    // The very same bytes, outside, behind a link: still not followed.
+    let outside = dir.path().join("outside-blob");
+    std::fs::rename(&blob, &outside).unwrap();
+    symlink(&outside, &blob).unwrap();
+
+    let (code, out) = cli(&root, &["get", "news:a:3"]);
+    assert_eq!(
+        code, 1,
+        "a quarantined blob is a miss, not an ELOOP error: {out}"
+    );
+    // Again with verify on a fresh link.
+    let cache = Cache::with_config(config(&root)).unwrap();
+    cache.put("news:a:3", &value, Put::default()).unwrap();
+    drop(cache);
+    std::fs::remove_file(&blob).unwrap();
+    symlink(&outside, &blob).unwrap();
+    let (code, out) = cli(&root, &["verify"]);
+    assert_eq!(code, 4, "{out}");
+    let (code, out) = cli(&root, &["verify", "--repair"]);
+    assert_eq!(code, 4, "repair reports what it removed: {out}");
+    assert!(out.contains("news:a:3"), "{out}");
+    let (code, out) = cli(&root, &["verify"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        std::fs::symlink_metadata(&blob).is_err(),
+        "the link is gone from blobs-v1"
+    );
+    assert_eq!(
+        std::fs::read(&outside).unwrap(),
+        value,
+        "its target is untouched"
+    );
+}
