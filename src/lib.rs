@@ -48,7 +48,7 @@ pub use cache::metrics::Exposition;
 pub use cache::plug::Admission;
 pub use cache::{Cache, CacheBuilder, Entry, Meta, Put, Stored};
 pub use disk::blob::Digest;
-pub use disk::stats::{RedisStats, Stats, Tier};
+pub use disk::stats::{QuotaStats, RedisStats, Stats, Tier};
 pub use fetch::{FetchOptions, FetchOutcome, Fetcher, FetcherBuilder, Outcome};
 pub use maint::{EvictionReport, GcReport, Problem, Progress, VerifyReport};
 pub use redis::{Lease, LeaseOutcome, RedisTier};

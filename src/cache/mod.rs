@@ -210,6 +210,7 @@ impl Cache {
             &self.inner.store.index,
             self.inner.recorder.pending_counters(),
         )?;
+        s.quota = self.quota_status(self.config().fetch.quota)?;
         if let Some(shared) = &self.inner.shared {
             s.redis.configured = true;
             s.redis.up = shared.is_up();

@@ -53,6 +53,15 @@ pub fn print_stats(s: &freshcache::Stats, config: &Config) -> std::io::Result<()
         s.evicted_entries,
         s.evicted_bytes
     )?;
+    let q = &s.quota;
+    outln!(
+        "fetch quota      {} used, {} left of {}/{}; resets {}",
+        q.used,
+        q.left,
+        q.limit,
+        q.period,
+        freshcache::clock::rfc3339(q.resets_at)
+    )?;
     if s.redis.configured {
         let r = &s.redis;
         outln!(

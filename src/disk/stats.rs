@@ -202,6 +202,22 @@ pub struct RedisStats {
     pub invalidations_received: u64,
 }
 
+/// The request quota of the current window (`fetch.quota`).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct QuotaStats {
+    pub used: u64,
+    pub limit: u64,
+    pub left: u64,
+    /// `hour`, `day`, `month` (calendar periods) or a fixed period.
+    pub period: String,
+    /// Start of the current window (RFC 3339).
+    #[serde(serialize_with = "crate::base::clock::ser_rfc3339")]
+    pub window_start: Millis,
+    /// When the count resets (RFC 3339): the start of the next period.
+    #[serde(serialize_with = "crate::base::clock::ser_rfc3339")]
+    pub resets_at: Millis,
+}
+
 /// A snapshot of the cache's figures, shared by every process on the root.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Stats {
@@ -230,6 +246,9 @@ pub struct Stats {
     pub by_class: BTreeMap<String, ClassStats>,
     /// The shared Redis tier.
     pub redis: RedisStats,
+    /// The persisted request quota (this root's count; with Redis the
+    /// global count lives there).
+    pub quota: QuotaStats,
 }
 
 fn rate(num: u64, den: u64) -> f64 {

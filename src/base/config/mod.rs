@@ -6,9 +6,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod calendar;
 mod units;
 mod validate;
 
+pub use calendar::{period_bounds, Instant, Period, TzOffset};
 pub use units::{Dur, Rate, Size};
 
 use serde::{Deserialize, Serialize};
@@ -97,6 +99,9 @@ pub struct MonitoringConfig {
 pub struct FetchConfig {
     pub rate_limit: Rate,
     pub quota: Rate,
+    /// The time zone of calendar quotas (`UTC` or a fixed offset `-05:00`).
+    #[serde(default)]
+    pub quota_tz: TzOffset,
     pub timeout: Dur,
     pub connect_timeout: Dur,
     pub retries: u32,
@@ -304,6 +309,8 @@ impl Config {
             field: e.path().to_string(),
             reason: e.inner().to_string(),
         })?;
+        let mut config = config;
+        config.fetch.quota.tz = config.fetch.quota_tz;
         config.validate().map_err(|(field, reason)| Error::Config {
             source_name,
             field,

@@ -23,7 +23,9 @@ fn embedded_default_has_the_seed_ttls() {
         c.fetch.rate_limit,
         Rate {
             count: 2,
-            per: Duration::from_secs(1)
+            per: Duration::from_secs(1),
+            calendar: None,
+            tz: TzOffset(0),
         }
     );
 }
