@@ -113,7 +113,11 @@ impl Cache {
         progress: Option<Progress<'_>>,
     ) -> Result<EvictionReport> {
         self.flush()?; // LRU order includes this process's batched reads
-        evict::evict_to(&self.inner.store, target, self.now(), progress)
+        {
+            let now = self.now();
+            let windows = self.classes().open_windows(now);
+            evict::evict_to(&self.inner.store, target, now, &windows, progress)
+        }
     }
 
     /// Removes orphan blob files (no index row) older than `cleanup.gc_grace`

@@ -169,7 +169,7 @@ impl Cache {
         Ok(rows
             .into_iter()
             .filter(|r| pattern.as_ref().is_none_or(|p| p.matches(&r.key)))
-            .map(|r| Meta::from_row(r, now))
+            .map(|r| Meta::from_row(self.effective(r, now), now))
             .collect())
     }
 

@@ -74,7 +74,7 @@ impl Cache {
         let key = Key::new(key)?;
         let now = self.now();
         let read = self.inner.store.read(key.as_str(), now, |_| false)?;
-        Ok(read.map(|r| Meta::from_row(r.row, now)))
+        Ok(read.map(|r| Meta::from_row(self.effective(r.row, now), now)))
     }
 
     /// Fresh values of several keys, read as of one snapshot.
@@ -113,7 +113,7 @@ impl Cache {
         allow_stale: bool,
         l1_hits: &RefCell<Vec<(Digest, Bytes, Tier)>>,
     ) -> bool {
-        if !allow_stale && !Freshness::at(row.expires_at, now).is_fresh() {
+        if !allow_stale && !Freshness::at(self.expiry_of(row, now), now).is_fresh() {
             return false;
         }
         if l1_hits.borrow().iter().any(|(d, _, _)| *d == row.hash) {
@@ -131,11 +131,29 @@ impl Cache {
         true
     }
 
+    /// The effective expiry of `row` at `now` (TTL windows applied): the
+    /// one rule of [`crate::base::policy::Classes::effective_expiry`].
+    pub(crate) fn expiry_of(&self, row: &Row, now: Millis) -> Millis {
+        self.classes()
+            .effective_expiry(&row.class, row.created_at, row.expires_at, now)
+    }
+
+    /// `row` with its effective expiry at `now` in `expires_at`.
+    pub(crate) fn effective(&self, mut row: Row, now: Millis) -> Row {
+        row.expires_at = self.expiry_of(&row, now);
+        row
+    }
+
     /// A repeated get answered from the hot map and L1, without the index.
-    /// The caller has synced the hot map.
+    /// The caller has synced the hot map. The hot map does not hold
+    /// `created_at`, so while a TTL window of the entry's class is open
+    /// (by the configuration in force now, which hot reload swaps) the
+    /// read goes to the index, where the effective expiry is computed.
     fn hot_get(&self, key: &Key, now: Millis) -> Option<Bytes> {
         let e = self.inner.hot.get(key.as_str())?;
-        if !Freshness::at(e.expires_at, now).is_fresh() {
+        if !Freshness::at(e.expires_at, now).is_fresh()
+            || self.classes().open_window_ttl(&e.class, now).is_some()
+        {
             return None;
         }
         let bytes = self.inner.l1.get(&e.hash)?;
@@ -175,7 +193,9 @@ impl Cache {
         })?;
         let out = self.finish_read(key, read, now, allow_stale, &l1_hits.into_inner());
         if let (Some(g), Some((row, _))) = (generation, &out) {
-            if Freshness::at(row.expires_at, now).is_fresh() {
+            if Freshness::at(row.expires_at, now).is_fresh()
+                && self.classes().open_window_ttl(&row.class, now).is_none()
+            {
                 let e = crate::disk::hot::HotEntry {
                     hash: row.hash,
                     expires_at: row.expires_at,
@@ -197,13 +217,14 @@ impl Cache {
         l1_hits: &[(Digest, Bytes, Tier)],
     ) -> Option<(Row, Bytes)> {
         let redis = |allow_stale| self.read_through(key, now, allow_stale);
-        let Some(read) = read else {
+        let Some(mut read) = read else {
             if let Some(hit) = redis(allow_stale) {
                 return Some(hit);
             }
             self.count(names::miss(&self.classes().classify(key.as_str()).0), 1);
             return None;
         };
+        read.row.expires_at = self.expiry_of(&read.row, now);
         let fresh = Freshness::at(read.row.expires_at, now).is_fresh();
         if let Some(hit) = (!fresh).then(|| redis(false)).flatten() {
             return Some(hit);
@@ -243,7 +264,16 @@ impl Cache {
     /// row it now has.
     fn read_through(&self, key: &Key, now: Millis, allow_stale: bool) -> Option<(Row, Bytes)> {
         let remote = self.inner.shared.as_ref()?.read(key, now, allow_stale)?;
-        let fresh = Freshness::at(remote.expires_at, now).is_fresh();
+        let expires_at = self.classes().effective_expiry(
+            &remote.class,
+            remote.created_at,
+            remote.expires_at,
+            now,
+        );
+        let fresh = Freshness::at(expires_at, now).is_fresh();
+        if !fresh && !allow_stale {
+            return None;
+        }
         self.backfill(key, &remote);
         let row = Row {
             key: key.as_str().to_owned(),
@@ -254,7 +284,7 @@ impl Cache {
             stored_size: remote.value.len() as u64,
             codec: crate::disk::blob::codec::Codec::Raw,
             created_at: remote.created_at,
-            expires_at: remote.expires_at,
+            expires_at,
             etag: remote.etag,
             last_modified: remote.last_modified,
             headers: remote.headers,

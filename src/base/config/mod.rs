@@ -75,6 +75,22 @@ pub enum OnFull {
 pub struct ClassConfig {
     pub prefix: String,
     pub ttl: Dur,
+    /// Dated periods (free agency, a trade deadline) during which an entry
+    /// of this class is fresh for at most the window's TTL from when it
+    /// was stored, whenever that was.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub windows: Vec<TtlWindow>,
+}
+
+/// One TTL window of a class: `{ from: 2026-03-11, to: 2026-03-20, ttl: 1h }`.
+/// `from` and `to` are UTC dates or RFC 3339 instants; a date as `to`
+/// includes that whole day (the window closes at the next midnight UTC).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TtlWindow {
+    pub from: Instant,
+    pub to: Instant,
+    pub ttl: Dur,
 }
 
 /// `cleanup:` — the eviction schedule.

@@ -46,6 +46,20 @@ impl Config {
                     "ttl must be greater than zero",
                 );
             }
+            for (i, w) in class.windows.iter().enumerate() {
+                if w.ttl.0.is_zero() {
+                    return err(
+                        &format!("classes.{name}.windows[{i}].ttl"),
+                        "ttl must be greater than zero",
+                    );
+                }
+                if w.to.as_end() <= w.from.ms {
+                    return err(
+                        &format!("classes.{name}.windows[{i}].to"),
+                        &format!("`{}` is not after `from` ({})", w.to.text, w.from.text),
+                    );
+                }
+            }
         }
         let m = &self.monitoring;
         for (f, v) in [

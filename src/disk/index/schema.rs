@@ -4,7 +4,7 @@
 use rusqlite::Connection;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const V1: &str = r#"
 -- One row per distinct content. Small blobs keep their encoded bytes in
@@ -56,6 +56,14 @@ CREATE TABLE changes (
 );
 "#;
 
+// ---- step 3 (branch `fresh`, TTL windows) ---------------------------------
+const V3: &str = r#"
+-- Eviction finds the entries an open TTL window has expired (created_at
+-- older than now - window ttl, per class) without scanning the table.
+CREATE INDEX IF NOT EXISTS entries_by_class_created ON entries(class, created_at);
+"#;
+// ---- end of step 3 ---------------------------------------------------------
+
 /// Brings the schema to [`SCHEMA_VERSION`]. Returns the version found, or
 /// `Err(found)` when the file was written by a newer freshcache.
 pub(crate) fn migrate(conn: &Connection) -> rusqlite::Result<Result<i64, i64>> {
@@ -68,6 +76,9 @@ pub(crate) fn migrate(conn: &Connection) -> rusqlite::Result<Result<i64, i64>> {
     }
     if found < 2 {
         conn.execute_batch(V2)?;
+    }
+    if found < 3 {
+        conn.execute_batch(V3)?;
     }
     conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
     Ok(Ok(found))
