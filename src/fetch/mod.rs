@@ -20,6 +20,7 @@
 //!   5xx and 429 are). A `Retry-After` longer than `retry_max` fails at once.
 //! - A 304 that now says `no-store` removes the entry.
 
+mod batch;
 mod builder;
 pub mod feeds;
 pub mod freshness;
