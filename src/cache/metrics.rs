@@ -236,6 +236,7 @@ pub fn render(stats: &Stats, disk_bytes: u64, latency: &Latency) -> Exposition {
     if stats.redis.configured {
         render_redis(&mut e, &stats.redis);
     }
+    render_freshness(&mut e, stats);
     e.histogram(
         "freshcache_get_duration_seconds",
         "Latency of get calls in this process.",
@@ -247,6 +248,51 @@ pub fn render(stats: &Stats, disk_bytes: u64, latency: &Latency) -> Exposition {
         &latency.put,
     );
     e
+}
+
+/// Refresh-ahead and quota families.
+fn render_freshness(e: &mut Exposition, stats: &Stats) {
+    let r = &stats.refresh_ahead;
+    e.family(
+        "freshcache_refresh_ahead_total",
+        "counter",
+        "Hot entries the daemon revalidated before they expired, by outcome.",
+    );
+    e.sample(
+        "freshcache_refresh_ahead_total",
+        &[("outcome", "refreshed")],
+        r.refreshed as f64,
+    );
+    e.sample(
+        "freshcache_refresh_ahead_total",
+        &[("outcome", "failed")],
+        r.failed as f64,
+    );
+    e.single(
+        "freshcache_refresh_ahead_misses_avoided_total",
+        "counter",
+        "Refreshed-ahead entries read after their old expiry (misses avoided).",
+        r.misses_avoided as f64,
+    );
+    let q = &stats.quota;
+    e.single(
+        "freshcache_quota_used",
+        "gauge",
+        "Upstream requests counted against fetch.quota in the current window.",
+        q.used as f64,
+    );
+    e.single(
+        "freshcache_quota_remaining",
+        "gauge",
+        "Upstream requests left in the current quota window.",
+        q.left as f64,
+    );
+    e.single(
+        "freshcache_quota_reset_timestamp_seconds",
+        "gauge",
+        "When the quota window resets (Unix seconds).",
+        q.resets_at as f64 / 1000.0,
+    );
 }
 
 /// The Redis tier's families (hits are in `freshcache_hits_total{tier="redis"}`).

@@ -13,7 +13,7 @@ use crate::base::key::Key;
 use crate::base::names::{self, Tier};
 use crate::base::policy::Freshness;
 use crate::disk::blob::Digest;
-use crate::disk::index::Row;
+use crate::disk::index::{self, Row};
 use crate::disk::store::EntryFields;
 
 impl Cache {
@@ -101,6 +101,71 @@ impl Cache {
                     .map(|(_, b)| b),
             );
         }
+        Ok(out)
+    }
+
+    /// Entries in the last `fraction` of their (effective) TTL at `now`,
+    /// not yet expired, with at least `min_hits` recorded reads, soonest
+    /// expiry first, at most `limit` (the daemon's refresh-ahead). Walks
+    /// `entries_by_expiry` from `now` upward, and for classes with an open
+    /// TTL window `entries_by_class_created`.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub(crate) fn expiring_hot(
+        &self,
+        now: Millis,
+        min_hits: u64,
+        fraction: f64,
+        limit: usize,
+    ) -> Result<Vec<Meta>> {
+        let windows = self.classes().open_windows(now);
+        let rows = self.inner.store.index.read(|c| {
+            let mut keys: Vec<String> = Vec::new();
+            let mut st = c.prepare_cached(
+                "SELECT key FROM entries WHERE expires_at > ?1 AND hits >= ?2 \
+                 AND (expires_at - ?1) <= CAST((expires_at - created_at) * ?3 AS INTEGER) \
+                 ORDER BY expires_at, key LIMIT ?4",
+            )?;
+            let found = st.query_map(
+                rusqlite::params![now, min_hits as i64, fraction, limit as i64],
+                |r| r.get::<_, String>(0),
+            )?;
+            for k in found {
+                keys.push(k?);
+            }
+            let mut st = c.prepare_cached(
+                "SELECT key FROM entries WHERE class = ?1 AND created_at > ?2 AND hits >= ?3 \
+                 ORDER BY created_at, key LIMIT ?4",
+            )?;
+            for (class, ttl) in &windows {
+                let found = st.query_map(
+                    rusqlite::params![class, now - ttl, min_hits as i64, limit as i64],
+                    |r| r.get::<_, String>(0),
+                )?;
+                for k in found {
+                    keys.push(k?);
+                }
+            }
+            let mut rows = Vec::with_capacity(keys.len());
+            for k in keys {
+                if let Some(f) = index::lookup(c, &k, &|_| false)? {
+                    rows.push(f.row);
+                }
+            }
+            Ok(rows)
+        })?;
+        let mut out: Vec<Meta> = rows
+            .into_iter()
+            .map(|r| Meta::from_row(self.effective(r, now), now))
+            .filter(|m| {
+                let ttl = (m.expires_at - m.created_at).max(0) as f64;
+                m.freshness.is_fresh() && ((m.expires_at - now) as f64) <= ttl * fraction
+            })
+            .collect();
+        out.sort_by(|a, b| a.expires_at.cmp(&b.expires_at).then(a.key.cmp(&b.key)));
+        out.dedup_by(|a, b| a.key == b.key);
+        out.truncate(limit);
         Ok(out)
     }
 

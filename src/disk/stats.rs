@@ -202,6 +202,18 @@ pub struct RedisStats {
     pub invalidations_received: u64,
 }
 
+/// What the daemon's refresh-ahead did (persisted counters `refresh_ahead|…`).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct RefreshAheadStats {
+    /// Hot entries revalidated before they expired.
+    pub refreshed: u64,
+    /// Refreshes ahead that failed (the entry expires as it would have).
+    pub failed: u64,
+    /// Refreshed entries read after their old expiry: each would have
+    /// been a miss (and a synchronous upstream call) without the refresh.
+    pub misses_avoided: u64,
+}
+
 /// The request quota of the current window (`fetch.quota`).
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct QuotaStats {
@@ -249,6 +261,8 @@ pub struct Stats {
     /// The persisted request quota (this root's count; with Redis the
     /// global count lives there).
     pub quota: QuotaStats,
+    /// The daemon's refresh-ahead of hot keys.
+    pub refresh_ahead: RefreshAheadStats,
 }
 
 fn rate(num: u64, den: u64) -> f64 {
@@ -316,6 +330,12 @@ impl Stats {
                     *s.upstream_requests.entry(outcome.to_string()).or_default() += v;
                 }
                 ["avoided", _] => s.upstream_calls_avoided += v,
+                ["refresh_ahead", what] => match *what {
+                    "refreshed" => s.refresh_ahead.refreshed += v,
+                    "failed" => s.refresh_ahead.failed += v,
+                    "misses_avoided" => s.refresh_ahead.misses_avoided += v,
+                    _ => {}
+                },
                 ["redis", what] => {
                     let r = &mut s.redis;
                     match *what {

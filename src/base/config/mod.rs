@@ -161,6 +161,37 @@ pub struct DaemonConfig {
     /// Loaded on start: a URL fetched into `key`, or a key for the loader.
     #[serde(default)]
     pub warm: Vec<WarmItem>,
+    /// Revalidation of hot entries before they expire.
+    #[serde(default)]
+    pub refresh_ahead: RefreshAheadConfig,
+}
+
+/// `daemon.refresh_ahead`: an entry read at least `min_reads` times since
+/// it was stored (or last refreshed ahead) and in the last `fraction` of
+/// its TTL is revalidated before it expires.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RefreshAheadConfig {
+    pub enabled: bool,
+    pub min_reads: u64,
+    /// The last part of the TTL in which a hot entry is refreshed (0 < f < 1).
+    pub fraction: f64,
+    /// How often the daemon looks for such entries.
+    pub every: Dur,
+    /// Refreshes started per pass at most (the rate limit and quota apply too).
+    pub max_per_pass: usize,
+}
+
+impl Default for RefreshAheadConfig {
+    fn default() -> Self {
+        RefreshAheadConfig {
+            enabled: true,
+            min_reads: 3,
+            fraction: 0.1,
+            every: Dur(Duration::from_secs(5)),
+            max_per_pass: 100,
+        }
+    }
 }
 
 /// One warm-up item.

@@ -61,6 +61,16 @@ impl Config {
                 }
             }
         }
+        let r = &self.daemon.refresh_ahead;
+        if !(r.fraction > 0.0 && r.fraction < 1.0) {
+            return err(
+                "daemon.refresh_ahead.fraction",
+                "must be between 0 and 1 (e.g. 0.1: the last 10% of the TTL)",
+            );
+        }
+        if r.every.0.is_zero() {
+            return err("daemon.refresh_ahead.every", "must be greater than zero");
+        }
         let m = &self.monitoring;
         for (f, v) in [
             (
