@@ -53,6 +53,8 @@ pub struct Classes {
     default_ttl: Duration,
     /// TTL windows by class name (only classes that have some).
     windows: std::collections::HashMap<String, Vec<Window>>,
+    /// `ttl: { adaptive: { min, max } }` by class name.
+    adaptive: std::collections::HashMap<String, (Duration, Duration)>,
 }
 
 impl Classes {
@@ -81,11 +83,22 @@ impl Classes {
                 (name.clone(), ws)
             })
             .collect();
+        let adaptive = config
+            .classes
+            .iter()
+            .filter_map(|(n, c)| c.adaptive.map(|a| (n.clone(), (a.min.0, a.max.0))))
+            .collect();
         Classes {
             by_prefix,
             default_ttl: config.cache.default_ttl.0,
             windows,
+            adaptive,
         }
+    }
+
+    /// The adaptive TTL bounds `(min, max)` of `class`, if it opted in.
+    pub fn adaptive(&self, class: &str) -> Option<(Duration, Duration)> {
+        self.adaptive.get(class).copied()
     }
 
     /// The one definition of when an entry stops being fresh: its stored

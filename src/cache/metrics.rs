@@ -274,6 +274,62 @@ fn render_freshness(e: &mut Exposition, stats: &Stats) {
         "Refreshed-ahead entries read after their old expiry (misses avoided).",
         r.misses_avoided as f64,
     );
+    e.family(
+        "freshcache_revalidations_total",
+        "counter",
+        "Revalidations by class and result (unchanged: 304 or same content).",
+    );
+    for (class, m) in &stats.measured.classes {
+        for (result, n) in [("unchanged", m.unchanged), ("changed", m.changed)] {
+            e.sample(
+                "freshcache_revalidations_total",
+                &[("class", class), ("result", result)],
+                n as f64,
+            );
+        }
+    }
+    e.family(
+        "freshcache_feed_revalidations_total",
+        "counter",
+        "Revalidations of feed documents by feed and result.",
+    );
+    for (feed, m) in &stats.measured.feeds {
+        for (result, n) in [("unchanged", m.unchanged), ("changed", m.changed)] {
+            e.sample(
+                "freshcache_feed_revalidations_total",
+                &[("feed", feed), ("result", result)],
+                n as f64,
+            );
+        }
+    }
+    e.family(
+        "freshcache_change_interval_seconds_mean",
+        "gauge",
+        "Mean observed interval between content changes, by class.",
+    );
+    for (class, m) in &stats.measured.classes {
+        if let Some(ms) = m.mean_change_interval_ms {
+            e.sample(
+                "freshcache_change_interval_seconds_mean",
+                &[("class", class)],
+                ms as f64 / 1000.0,
+            );
+        }
+    }
+    e.family(
+        "freshcache_suggested_ttl_seconds",
+        "gauge",
+        "TTL the measured change intervals suggest, by class.",
+    );
+    for (class, m) in &stats.measured.classes {
+        if let Some(ms) = m.suggested_ttl_ms {
+            e.sample(
+                "freshcache_suggested_ttl_seconds",
+                &[("class", class)],
+                ms as f64 / 1000.0,
+            );
+        }
+    }
     let q = &stats.quota;
     e.single(
         "freshcache_quota_used",

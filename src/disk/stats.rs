@@ -202,6 +202,34 @@ pub struct RedisStats {
     pub invalidations_received: u64,
 }
 
+/// What revalidations of one class or feed found (measured TTLs).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct TtlEvidence {
+    /// Revalidations that compared stored and upstream content.
+    pub revalidations: u64,
+    /// ... that found it unchanged (304, or a 200 with the same hash).
+    pub unchanged: u64,
+    pub changed: u64,
+    /// unchanged / revalidations (0 without revalidations).
+    pub unchanged_ratio: f64,
+    /// Observed intervals between two changes of one URL.
+    pub intervals: u64,
+    /// Their mean (ms); `None` before the second change of any URL.
+    pub mean_change_interval_ms: Option<u64>,
+    /// Half the mean change interval (the estimator in ARCHITECTURE.md),
+    /// `None` without evidence.
+    pub suggested_ttl_ms: Option<u64>,
+    #[serde(skip)]
+    interval_sum_ms: u64,
+}
+
+/// Measured TTL evidence per class and per feed.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Measured {
+    pub classes: BTreeMap<String, TtlEvidence>,
+    pub feeds: BTreeMap<String, TtlEvidence>,
+}
+
 /// What the daemon's refresh-ahead did (persisted counters `refresh_ahead|…`).
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct RefreshAheadStats {
@@ -263,6 +291,8 @@ pub struct Stats {
     pub quota: QuotaStats,
     /// The daemon's refresh-ahead of hot keys.
     pub refresh_ahead: RefreshAheadStats,
+    /// Measured TTLs: what revalidations found, per class and per feed.
+    pub measured: Measured,
 }
 
 fn rate(num: u64, den: u64) -> f64 {
@@ -330,6 +360,21 @@ impl Stats {
                     *s.upstream_requests.entry(outcome.to_string()).or_default() += v;
                 }
                 ["avoided", _] => s.upstream_calls_avoided += v,
+                ["measure", scope @ ("class" | "feed"), rest @ .., what] if !rest.is_empty() => {
+                    let map = if *scope == "class" {
+                        &mut s.measured.classes
+                    } else {
+                        &mut s.measured.feeds
+                    };
+                    let e = map.entry(rest.join("|")).or_default();
+                    match *what {
+                        "changed" => e.changed += v,
+                        "unchanged" => e.unchanged += v,
+                        "intervals" => e.intervals += v,
+                        "interval_ms" => e.interval_sum_ms += v,
+                        _ => {}
+                    }
+                }
                 ["refresh_ahead", what] => match *what {
                     "refreshed" => s.refresh_ahead.refreshed += v,
                     "failed" => s.refresh_ahead.failed += v,
@@ -355,6 +400,19 @@ impl Stats {
         s.redis.hits = s.hits_by_tier.get("redis").copied().unwrap_or(0);
         s.upstream_calls_avoided += s.hits;
         s.hit_rate = rate(s.hits, s.hits + s.misses);
+        for e in s
+            .measured
+            .classes
+            .values_mut()
+            .chain(s.measured.feeds.values_mut())
+        {
+            e.revalidations = e.changed + e.unchanged;
+            e.unchanged_ratio = rate(e.unchanged, e.revalidations);
+            if let Some(mean) = e.interval_sum_ms.checked_div(e.intervals) {
+                e.mean_change_interval_ms = Some(mean);
+                e.suggested_ttl_ms = Some(mean / 2);
+            }
+        }
         for c in s.by_class.values_mut() {
             let hits: u64 = c.hits.values().sum();
             c.hit_rate = rate(hits, hits + c.misses);

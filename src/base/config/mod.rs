@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod calendar;
+mod class_ttl;
 mod units;
 mod validate;
 
@@ -69,17 +70,30 @@ pub enum OnFull {
     Reject,
 }
 
-/// One TTL class (the seeds' CacheDataType).
+/// One TTL class (the seeds' CacheDataType). `ttl` is a duration, or
+/// `{ adaptive: { min: 30s, max: 10m } }` (optionally with `base: 1m`, the
+/// TTL until a URL has evidence; `min` without it): the fetcher then sets
+/// each URL's TTL from its observed change interval, clamped to the bounds.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "class_ttl::RawClass", into = "class_ttl::RawClass")]
 pub struct ClassConfig {
     pub prefix: String,
     pub ttl: Dur,
+    /// Per-URL TTLs from observed change intervals (opt-in).
+    pub adaptive: Option<Adaptive>,
     /// Dated periods (free agency, a trade deadline) during which an entry
     /// of this class is fresh for at most the window's TTL from when it
     /// was stored, whenever that was.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub windows: Vec<TtlWindow>,
+}
+
+/// `ttl: { adaptive: { min, max } }` of a class.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Adaptive {
+    pub min: Dur,
+    pub max: Dur,
 }
 
 /// One TTL window of a class: `{ from: 2026-03-11, to: 2026-03-20, ttl: 1h }`.

@@ -46,6 +46,14 @@ impl Config {
                     "ttl must be greater than zero",
                 );
             }
+            if let Some(a) = &class.adaptive {
+                if a.min.0.is_zero() || a.max.0 < a.min.0 {
+                    return err(
+                        &format!("classes.{name}.ttl.adaptive"),
+                        "need 0 < min <= max",
+                    );
+                }
+            }
             for (i, w) in class.windows.iter().enumerate() {
                 if w.ttl.0.is_zero() {
                     return err(
