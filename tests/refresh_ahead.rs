@@ -147,3 +147,68 @@ async fn keys_without_a_url_go_through_the_loader_registered_for_their_prefix() 
     let r = ra.pass().await.unwrap();
     assert_eq!(r.no_source, ["llm_other:x"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_running_daemon_refreshes_a_hot_key_through_its_registered_loader() {
+    use freshcache::daemon::{Daemon, Options};
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_800_000_000_000);
+    let mut config = freshcache::Config::default();
+    config.cache.root = dir.path().to_path_buf();
+    config.daemon.refresh_ahead.every = freshcache::config::Dur(Duration::from_millis(20));
+    let cache = Cache::builder()
+        .config(config)
+        .clock(clock.clone())
+        .open()
+        .unwrap();
+    cache
+        .put("llm:features:c1:d1", b"old", Put::default())
+        .unwrap();
+    cache
+        .put("llm:features:c2:d1", b"old", Put::default())
+        .unwrap();
+    for _ in 0..4 {
+        cache.get("llm:features:c1:d1").unwrap();
+    }
+    clock.advance(Duration::from_secs(23 * 3600)); // in the last 10% of 24 h
+    let options = Options {
+        config_path: None,
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+    };
+    let daemon = Daemon::bind(cache.clone(), options)
+        .await
+        .unwrap()
+        .loader("llm:", |key: String| async move {
+            Ok(format!("new {key}").into_bytes())
+        });
+    let addr = daemon.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(daemon.run(async move {
+        let _ = stop_rx.await;
+    }));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while cache.stats().unwrap().refresh_ahead.refreshed == 0 {
+        assert!(std::time::Instant::now() < deadline, "no refresh ahead");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        &cache.get("llm:features:c1:d1").unwrap().unwrap()[..],
+        b"new llm:features:c1:d1"
+    );
+    assert_eq!(
+        &cache.get("llm:features:c2:d1").unwrap().unwrap()[..],
+        b"old"
+    );
+    let metrics = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("freshcache_refresh_ahead_total{outcome=\"refreshed\"} 1\n"),
+        "{metrics}"
+    );
+    stop_tx.send(()).unwrap();
+    running.await.unwrap().unwrap();
+}
