@@ -6,10 +6,15 @@
 mod origin;
 
 mod cli_support;
+mod common;
+#[path = "common/redis_server.rs"]
+mod redis_server;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use cli_support::{run, s};
+#[allow(unused_imports)] // redis_server.rs reaches them through `super::`
+use common::{open_with, tool};
 use freshcache::config::Instant;
 use freshcache::{Cache, Config, Error, FetchOptions, Fetcher, ManualClock};
 use origin::{reply, Origin};
@@ -147,4 +152,37 @@ fn stats_shows_the_quota_window_and_stat_the_windowed_expiry() {
     let o = run(&["--root", &r, "--config", &c, "stats"], None, &[]);
     assert_eq!(o.code, Some(2));
     assert!(o.stderr.contains("fetch.quota_tz"), "{}", o.stderr);
+}
+
+#[test]
+fn the_global_quota_in_redis_uses_the_same_calendar_windows() {
+    let Some(server) = redis_server::RedisServer::start() else {
+        return;
+    };
+    let tweak = |c: &mut Config| {
+        c.fetch.quota = freshcache::config::Rate::parse("2/month").unwrap();
+        c.fetch.rate_limit = freshcache::config::Rate::parse("100/s").unwrap();
+    };
+    let (a, clock_a, _da) = redis_server::instance_with(&server.url(), false, tweak);
+    let (b, clock_b, _db) = redis_server::instance_with(&server.url(), false, tweak);
+    let set = |t: &str| {
+        clock_a.set(at(t));
+        clock_b.set(at(t));
+    };
+    set("2026-01-31T22:00:00Z");
+    assert!(a.redis().unwrap().acquire_quota("h").is_ok());
+    assert!(b.redis().unwrap().acquire_quota("h").is_ok());
+    set("2026-01-31T23:59:59.999Z");
+    assert!(matches!(
+        a.redis().unwrap().acquire_quota("h"),
+        Err(Error::QuotaExceeded {
+            used: 2,
+            limit: 2,
+            ..
+        })
+    ));
+    set("2026-02-01T00:00:00Z");
+    assert!(b.redis().unwrap().acquire_quota("h").is_ok());
+    assert!(a.redis().unwrap().acquire_quota("h").is_ok());
+    assert!(a.redis().unwrap().acquire_quota("h").is_err());
 }
