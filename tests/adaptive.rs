@@ -165,3 +165,41 @@ fn the_estimator_halves_and_clamps() {
     assert_eq!(ttl_for_interval(86_400_000, min, max), max);
     assert_eq!(ttl_for_interval(-5, min, max), min);
 }
+
+#[tokio::test]
+async fn feed_documents_are_measured_per_feed_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let clock = ManualClock::new(t0);
+    let sim = Arc::new(Sim {
+        clock: clock.clone(),
+        t0,
+        shift: t0 + 3_600_000,
+    });
+    let url = start(sim).await;
+    let cache = open(dir.path(), &clock, "1s");
+    let fetcher = Fetcher::new(&cache).unwrap();
+    let opts = FetchOptions {
+        revalidate: true,
+        ..FetchOptions::default()
+    };
+    // Every 10 s changed, with an unchanged look 5 s in.
+    for step in 0..7 {
+        clock.set(t0 + step * 5_000);
+        fetcher.fetch(&url, "feeds:wire", &opts).await.unwrap();
+    }
+    let s = cache.stats().unwrap();
+    let e = &s.measured.feeds["wire"];
+    assert_eq!((e.changed, e.unchanged), (3, 3), "{e:?}");
+    assert_eq!(e.intervals, 3, "{e:?}"); // first seen at 0 s, changes at 10, 20, 30 s
+    assert_eq!(e.mean_change_interval_ms, Some(10_000));
+    assert_eq!(e.suggested_ttl_ms, Some(5_000));
+    assert!(
+        s.measured.classes.contains_key("default"),
+        "{:?}",
+        s.measured
+    );
+}

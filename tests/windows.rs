@@ -68,7 +68,8 @@ fn an_entry_stored_before_a_window_turns_stale_when_it_opens_and_fresh_when_it_c
     }
     // Inside the window a new put is fresh for one hour only.
     clock.set(at("2026-03-15T12:00:00Z"));
-    cache.put("players:p2", b"{}", Put::default()).unwrap();
+    let stored = cache.put("players:p2", b"{}", Put::default()).unwrap();
+    assert_eq!(stored.expires_at, at("2026-03-15T13:00:00Z"));
     assert!(cache.get("players:p2").unwrap().is_some());
     clock.advance(Duration::from_secs(3599));
     assert!(cache.get("players:p2").unwrap().is_some());
