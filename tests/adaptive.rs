@@ -109,6 +109,7 @@ fn ttls_between(trace: &[(i64, f64)], from_s: i64, to_s: i64) -> Vec<f64> {
 #[tokio::test]
 async fn the_adaptive_ttl_follows_an_origin_that_changes_every_10s_then_every_2min() {
     let (trace, cache, _dir) = follow("1s").await;
+    eprintln!("(t s, ttl s): {trace:?}");
     // Settled in the 10 s phase: about half the interval.
     let fast = ttls_between(&trace, 120, 600);
     assert!(!fast.is_empty());
