@@ -51,7 +51,9 @@ pub use cache::metrics::Exposition;
 pub use cache::plug::Admission;
 pub use cache::{Cache, CacheBuilder, Entry, Meta, Put, Stored};
 pub use disk::blob::Digest;
-pub use disk::stats::{RedisStats, Stats, Tier};
+pub use disk::stats::{
+    Measured, QuotaStats, RedisStats, RefreshAheadStats, Stats, Tier, TtlEvidence,
+};
 pub use fetch::{FetchOptions, FetchOutcome, Fetcher, FetcherBuilder, Outcome};
 pub use maint::{EvictionReport, GcReport, Problem, Progress, RecoverReport, VerifyReport};
 pub use redis::{Lease, LeaseOutcome, RedisTier};

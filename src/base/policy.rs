@@ -36,12 +36,25 @@ impl Freshness {
     }
 }
 
+/// An open period `[from, to)` during which entries of a class are fresh
+/// for at most `ttl_ms` from their `created_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Window {
+    from: Millis,
+    to: Millis,
+    ttl_ms: i64,
+}
+
 /// TTL classes, matched by longest key prefix.
 #[derive(Debug, Clone)]
 pub struct Classes {
     /// (name, prefix, ttl), longest prefix first.
     by_prefix: Vec<(String, String, Duration)>,
     default_ttl: Duration,
+    /// TTL windows by class name (only classes that have some).
+    windows: std::collections::HashMap<String, Vec<Window>>,
+    /// `ttl: { adaptive: { min, max } }` by class name.
+    adaptive: std::collections::HashMap<String, (Duration, Duration)>,
 }
 
 impl Classes {
@@ -53,10 +66,78 @@ impl Classes {
             .map(|(name, c)| (name.clone(), c.prefix.clone(), c.ttl.0))
             .collect();
         by_prefix.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then_with(|| a.0.cmp(&b.0)));
+        let windows = config
+            .classes
+            .iter()
+            .filter(|(_, c)| !c.windows.is_empty())
+            .map(|(name, c)| {
+                let ws = c
+                    .windows
+                    .iter()
+                    .map(|w| Window {
+                        from: w.from.ms,
+                        to: w.to.as_end(),
+                        ttl_ms: i64::try_from(w.ttl.0.as_millis()).unwrap_or(i64::MAX),
+                    })
+                    .collect();
+                (name.clone(), ws)
+            })
+            .collect();
+        let adaptive = config
+            .classes
+            .iter()
+            .filter_map(|(n, c)| c.adaptive.map(|a| (n.clone(), (a.min.0, a.max.0))))
+            .collect();
         Classes {
             by_prefix,
             default_ttl: config.cache.default_ttl.0,
+            windows,
+            adaptive,
         }
+    }
+
+    /// The adaptive TTL bounds `(min, max)` of `class`, if it opted in.
+    pub fn adaptive(&self, class: &str) -> Option<(Duration, Duration)> {
+        self.adaptive.get(class).copied()
+    }
+
+    /// The one definition of when an entry stops being fresh: its stored
+    /// `expires_at` (class TTL, a put's TTL or server freshness, fixed at
+    /// write time), shortened while a TTL window of its class is open to
+    /// `created_at + window ttl`, whenever the entry was stored. Outside
+    /// every window the stored expiry holds again.
+    pub fn effective_expiry(
+        &self,
+        class: &str,
+        created_at: Millis,
+        expires_at: Millis,
+        now: Millis,
+    ) -> Millis {
+        match self.open_window_ttl(class, now) {
+            Some(ttl) => expires_at.min(created_at.saturating_add(ttl)),
+            None => expires_at,
+        }
+    }
+
+    /// The shortest TTL (ms) of the windows of `class` open at `now`.
+    pub fn open_window_ttl(&self, class: &str, now: Millis) -> Option<i64> {
+        self.windows
+            .get(class)?
+            .iter()
+            .filter(|w| w.from <= now && now < w.to)
+            .map(|w| w.ttl_ms)
+            .min()
+    }
+
+    /// Every class with a window open at `now`, with its shortest window TTL (ms).
+    pub fn open_windows(&self, now: Millis) -> Vec<(String, i64)> {
+        let mut out: Vec<(String, i64)> = self
+            .windows
+            .keys()
+            .filter_map(|c| Some((c.clone(), self.open_window_ttl(c, now)?)))
+            .collect();
+        out.sort();
+        out
     }
 
     /// The class and TTL for `key`: the named class if given (it must
@@ -153,6 +234,56 @@ mod tests {
             c.resolve(&k, Some("nope"), None),
             Err(Error::UnknownClass { .. })
         ));
+    }
+
+    #[test]
+    fn windows_shorten_the_expiry_only_while_open() {
+        let c = classes(
+            "classes:\n  players: { prefix: 'players:', ttl: 24h, windows: \
+             [{ from: 2026-03-11, to: 2026-03-20, ttl: 1h }] }\n",
+        );
+        let at = |s: &str| crate::base::config::Instant::parse(s).unwrap().ms;
+        let created = at("2026-03-10T20:00:00Z");
+        let stored = expiry(created, Duration::from_secs(86_400));
+        let before = at("2026-03-10T23:00:00Z");
+        assert_eq!(
+            c.effective_expiry("players", created, stored, before),
+            stored
+        );
+        let open = at("2026-03-11T00:00:00Z");
+        assert_eq!(
+            c.effective_expiry("players", created, stored, open),
+            created + 3_600_000
+        );
+        // `to` as a date includes the whole day.
+        let last = at("2026-03-20T23:59:59Z");
+        assert_eq!(c.open_window_ttl("players", last), Some(3_600_000));
+        let closed = at("2026-03-21T00:00:00Z");
+        assert_eq!(
+            c.effective_expiry("players", created, stored, closed),
+            stored
+        );
+        // Other classes are untouched.
+        assert_eq!(c.effective_expiry("teams", created, stored, open), stored);
+        assert_eq!(c.open_windows(open), vec![("players".into(), 3_600_000)]);
+    }
+
+    #[test]
+    fn windows_are_validated_with_the_field_named() {
+        let bad = |yaml: &str| {
+            Config::from_layers(Some(("t".into(), yaml)), Vec::new())
+                .unwrap_err()
+                .to_string()
+        };
+        let e = bad("classes:\n  players: { prefix: 'p:', ttl: 1h, windows: [{ from: 2026-03-20, to: 2026-03-11, ttl: 1h }] }\n");
+        assert!(e.contains("classes.players.windows[0].to"), "{e}");
+        let e = bad("classes:\n  players: { prefix: 'p:', ttl: 1h, windows: [{ from: 'March 1', to: 2026-03-11, ttl: 1h }] }\n");
+        assert!(
+            e.contains("windows[0].from") && e.contains("RFC 3339"),
+            "{e}"
+        );
+        let e = bad("classes:\n  players: { prefix: 'p:', ttl: 1h, windows: [{ from: 2026-03-01, to: 2026-03-11, ttl: 0s }] }\n");
+        assert!(e.contains("classes.players.windows[0].ttl"), "{e}");
     }
 
     #[test]

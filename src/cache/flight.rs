@@ -23,6 +23,83 @@ type Shared<T> = OnceCell<std::result::Result<T, Arc<Error>>>;
 #[derive(Debug, Default)]
 pub(crate) struct Flights {
     map: Mutex<HashMap<(TypeId, String), Arc<dyn Any + Send + Sync>>>,
+    /// Keys being loaded by a batch ([`Flights::claim_batch`]).
+    batch: Mutex<HashMap<String, BatchSlot>>,
+}
+
+/// What a batch flight publishes for one key: the value, `None` when the
+/// loader did not return the key (a miss), or the loader's error.
+pub(crate) type BatchResult = std::result::Result<Option<bytes::Bytes>, Arc<Error>>;
+type BatchSlot = tokio::sync::watch::Receiver<Option<BatchResult>>;
+
+/// The keys a batch leads: publishes their results, and on drop (also
+/// when the leader is cancelled) removes them from the map, so waiters
+/// whose leader vanished see a closed channel and load the keys themselves.
+pub(crate) struct BatchLead<'a> {
+    flights: &'a Flights,
+    senders: Vec<(String, tokio::sync::watch::Sender<Option<BatchResult>>)>,
+}
+
+impl BatchLead<'_> {
+    /// The keys this batch leads, in claim order.
+    pub(crate) fn keys(&self) -> Vec<String> {
+        self.senders.iter().map(|(k, _)| k.clone()).collect()
+    }
+
+    /// Publishes `result` for `key` to its waiters.
+    pub(crate) fn publish(&self, key: &str, result: BatchResult) {
+        if let Some((_, tx)) = self.senders.iter().find(|(k, _)| k == key) {
+            tx.send_replace(Some(result));
+        }
+    }
+}
+
+impl Drop for BatchLead<'_> {
+    fn drop(&mut self) {
+        let mut map = self.flights.batch.lock().unwrap_or_else(|p| p.into_inner());
+        for (key, tx) in &self.senders {
+            if map
+                .get(key)
+                .is_some_and(|rx| rx.same_channel(&tx.subscribe()))
+            {
+                map.remove(key);
+            }
+        }
+    }
+}
+
+/// Waits for a key another batch is loading: its result, or `None` when
+/// that batch went away without publishing (the caller loads it then).
+pub(crate) async fn wait_batch(mut rx: BatchSlot) -> Option<BatchResult> {
+    let got = rx.wait_for(Option::is_some).await.map(|v| v.clone());
+    match got {
+        Ok(v) => v,
+        Err(_) => rx.borrow().clone(),
+    }
+}
+
+impl Flights {
+    /// Splits `keys` into those this caller now leads (no batch is loading
+    /// them) and those another batch is loading (with a handle to wait on).
+    pub(crate) fn claim_batch(&self, keys: &[String]) -> (BatchLead<'_>, Vec<(String, BatchSlot)>) {
+        let mut map = self.batch.lock().unwrap_or_else(|p| p.into_inner());
+        let mut lead = BatchLead {
+            flights: self,
+            senders: Vec::new(),
+        };
+        let mut waits = Vec::new();
+        for key in keys {
+            match map.get(key) {
+                Some(rx) if rx.has_changed().is_ok() => waits.push((key.clone(), rx.clone())),
+                _ => {
+                    let (tx, rx) = tokio::sync::watch::channel(None);
+                    map.insert(key.clone(), rx);
+                    lead.senders.push((key.clone(), tx));
+                }
+            }
+        }
+        (lead, waits)
+    }
 }
 
 /// Whether this caller ran the flight or waited on someone else's.

@@ -251,6 +251,7 @@ impl<'a> Guard<'a> {
 
     /// `None` if `row` is acceptable at `at`, else why not.
     fn judge(&self, row: &Row, at: Millis) -> Option<StaleSignal> {
+        let row = &self.cache.effective(row.clone(), at);
         let age = at - row.created_at;
         let ttl = row.expires_at - row.created_at;
         let refuse = |reason, limit: i64, over: i64| StaleSignal {

@@ -122,7 +122,9 @@ impl Cache {
             }
             other => other?,
         }
-        evict::evict_to(&self.inner.store, target, self.now(), progress)
+        let now = self.now();
+        let windows = self.classes().open_windows(now);
+        evict::evict_to(&self.inner.store, target, now, &windows, progress)
     }
 
     /// Removes orphan blob files (no index row) older than `cleanup.gc_grace`

@@ -236,6 +236,7 @@ pub fn render(stats: &Stats, disk_bytes: u64, latency: &Latency) -> Exposition {
     if stats.redis.configured {
         render_redis(&mut e, &stats.redis);
     }
+    render_freshness(&mut e, stats);
     e.histogram(
         "freshcache_get_duration_seconds",
         "Latency of get calls in this process.",
@@ -247,6 +248,107 @@ pub fn render(stats: &Stats, disk_bytes: u64, latency: &Latency) -> Exposition {
         &latency.put,
     );
     e
+}
+
+/// Refresh-ahead and quota families.
+fn render_freshness(e: &mut Exposition, stats: &Stats) {
+    let r = &stats.refresh_ahead;
+    e.family(
+        "freshcache_refresh_ahead_total",
+        "counter",
+        "Hot entries the daemon revalidated before they expired, by outcome.",
+    );
+    e.sample(
+        "freshcache_refresh_ahead_total",
+        &[("outcome", "refreshed")],
+        r.refreshed as f64,
+    );
+    e.sample(
+        "freshcache_refresh_ahead_total",
+        &[("outcome", "failed")],
+        r.failed as f64,
+    );
+    e.single(
+        "freshcache_refresh_ahead_misses_avoided_total",
+        "counter",
+        "Refreshed-ahead entries read after their old expiry (misses avoided).",
+        r.misses_avoided as f64,
+    );
+    e.family(
+        "freshcache_revalidations_total",
+        "counter",
+        "Revalidations by class and result (unchanged: 304 or same content).",
+    );
+    for (class, m) in &stats.measured.classes {
+        for (result, n) in [("unchanged", m.unchanged), ("changed", m.changed)] {
+            e.sample(
+                "freshcache_revalidations_total",
+                &[("class", class), ("result", result)],
+                n as f64,
+            );
+        }
+    }
+    e.family(
+        "freshcache_feed_revalidations_total",
+        "counter",
+        "Revalidations of feed documents by feed and result.",
+    );
+    for (feed, m) in &stats.measured.feeds {
+        for (result, n) in [("unchanged", m.unchanged), ("changed", m.changed)] {
+            e.sample(
+                "freshcache_feed_revalidations_total",
+                &[("feed", feed), ("result", result)],
+                n as f64,
+            );
+        }
+    }
+    e.family(
+        "freshcache_change_interval_seconds_mean",
+        "gauge",
+        "Mean observed interval between content changes, by class.",
+    );
+    for (class, m) in &stats.measured.classes {
+        if let Some(ms) = m.mean_change_interval_ms {
+            e.sample(
+                "freshcache_change_interval_seconds_mean",
+                &[("class", class)],
+                ms as f64 / 1000.0,
+            );
+        }
+    }
+    e.family(
+        "freshcache_suggested_ttl_seconds",
+        "gauge",
+        "TTL the measured change intervals suggest, by class.",
+    );
+    for (class, m) in &stats.measured.classes {
+        if let Some(ms) = m.suggested_ttl_ms {
+            e.sample(
+                "freshcache_suggested_ttl_seconds",
+                &[("class", class)],
+                ms as f64 / 1000.0,
+            );
+        }
+    }
+    let q = &stats.quota;
+    e.single(
+        "freshcache_quota_used",
+        "gauge",
+        "Upstream requests counted against fetch.quota in the current window.",
+        q.used as f64,
+    );
+    e.single(
+        "freshcache_quota_remaining",
+        "gauge",
+        "Upstream requests left in the current quota window.",
+        q.left as f64,
+    );
+    e.single(
+        "freshcache_quota_reset_timestamp_seconds",
+        "gauge",
+        "When the quota window resets (Unix seconds).",
+        q.resets_at as f64 / 1000.0,
+    );
 }
 
 /// The Redis tier's families (hits are in `freshcache_hits_total{tier="redis"}`).

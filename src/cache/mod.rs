@@ -173,7 +173,7 @@ impl Cache {
         Ok(rows
             .into_iter()
             .filter(|r| pattern.as_ref().is_none_or(|p| p.matches(&r.key)))
-            .map(|r| Meta::from_row(r, now))
+            .map(|r| Meta::from_row(self.effective(r, now), now))
             .collect())
     }
 
@@ -210,10 +210,11 @@ impl Cache {
     /// # Errors
     /// A storage error.
     pub fn stats(&self) -> Result<Stats> {
-        let mut s = Stats::load(
-            &self.inner.store.index,
-            self.inner.recorder.pending_counters(),
-        )?;
+        let mut s = self
+            .inner
+            .recorder
+            .with_pending(|pending| Stats::load(&self.inner.store.index, pending))?;
+        s.quota = self.quota_status(self.config().fetch.quota)?;
         if let Some(shared) = &self.inner.shared {
             s.redis.configured = true;
             s.redis.up = shared.is_up();

@@ -5,32 +5,59 @@ use super::Cache;
 use crate::base::config::Rate;
 use crate::base::error::{Error, Result};
 use crate::disk::index;
+use crate::disk::stats::QuotaStats;
 
-/// Counter holding the index of the current quota window.
+/// Counter holding the window of the quota, as written before calendar
+/// quotas: the index of a fixed period counted from the epoch. Read once to
+/// carry the count over (see [`current_used`]), then kept at `-1`.
 const QUOTA_WINDOW: &str = "fetch_quota|window";
 /// Counter holding the requests made in the current quota window.
 const QUOTA_USED: &str = "fetch_quota|used";
+/// Counter holding the start (ms since the epoch) of the current window.
+const QUOTA_START: &str = "fetch_quota|start";
+
+/// The requests already used in the window `[start, end)` of `quota`, from
+/// the stored counters. The stored window is identified by its start; a
+/// root written before calendar quotas holds only the epoch-period index
+/// (`fetch_quota|window`): its count is kept when that period overlaps the
+/// current window (the migration keeps what was used this month).
+fn current_used(
+    c: &rusqlite::Connection,
+    quota: Rate,
+    start: i64,
+    end: i64,
+) -> rusqlite::Result<u64> {
+    let used = index::counter(c, QUOTA_USED)?.max(0) as u64;
+    let stored_start = index::counter(c, QUOTA_START)?;
+    if stored_start != 0 {
+        return Ok(if stored_start == start { used } else { 0 });
+    }
+    let legacy = index::counter(c, QUOTA_WINDOW)?;
+    if legacy <= 0 || used == 0 {
+        return Ok(0);
+    }
+    let len = (quota.per.as_millis() as i64).max(1);
+    let (ls, le) = (
+        legacy.saturating_mul(len),
+        legacy.saturating_add(1).saturating_mul(len),
+    );
+    Ok(if ls < end && start < le { used } else { 0 })
+}
 
 impl Cache {
-    /// Counts one request against the persisted quota, or refuses it. Windows
-    /// are fixed periods counted from the Unix epoch, by the cache's clock.
-    /// The check and the increment happen in one write transaction, so
-    /// processes sharing the root cannot overrun the quota together.
+    /// Counts one request against the persisted quota, or refuses it. The
+    /// window is the quota's calendar period (or a fixed period from the
+    /// epoch, see [`Rate::window`]) by the cache's clock. The check and the
+    /// increment happen in one write transaction, so processes sharing the
+    /// root cannot overrun the quota together.
     ///
     /// # Errors
     /// [`Error::QuotaExceeded`] when the window is used up; storage errors.
     pub(crate) fn take_quota(&self, quota: Rate) -> Result<u64> {
-        let period_ms = (quota.per.as_millis() as i64).max(1);
-        let window = self.now().div_euclid(period_ms);
+        let (start, end) = quota.window(self.now());
         let idx = &self.inner.store.index;
         idx.write(|tx| {
-            let stored_window = index::counter(tx, QUOTA_WINDOW).map_err(|e| idx.wrap(e))?;
-            let mut used = index::counter(tx, QUOTA_USED).map_err(|e| idx.wrap(e))?;
-            if stored_window != window {
-                index::set_counter(tx, QUOTA_WINDOW, window).map_err(|e| idx.wrap(e))?;
-                used = 0;
-            }
-            let used = used.max(0) as u64;
+            let used = current_used(tx, quota, start, end).map_err(|e| idx.wrap(e))?;
             if used >= quota.count {
                 return Err(Error::QuotaExceeded {
                     used,
@@ -38,6 +65,8 @@ impl Cache {
                     period: quota.period_name(),
                 });
             }
+            index::set_counter(tx, QUOTA_START, start).map_err(|e| idx.wrap(e))?;
+            index::set_counter(tx, QUOTA_WINDOW, -1).map_err(|e| idx.wrap(e))?;
             index::set_counter(tx, QUOTA_USED, used as i64 + 1).map_err(|e| idx.wrap(e))?;
             Ok(used + 1)
         })
@@ -48,15 +77,28 @@ impl Cache {
     /// # Errors
     /// A storage error.
     pub(crate) fn quota_used(&self, quota: Rate) -> Result<u64> {
-        let period_ms = (quota.per.as_millis() as i64).max(1);
-        let window = self.now().div_euclid(period_ms);
-        let (w, used) = self.inner.store.index.read(|c| {
-            Ok((
-                index::counter(c, QUOTA_WINDOW)?,
-                index::counter(c, QUOTA_USED)?,
-            ))
-        })?;
-        Ok(if w == window { used.max(0) as u64 } else { 0 })
+        Ok(self.quota_status(quota)?.used)
+    }
+
+    /// Used, left and the reset instant of `quota` now.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn quota_status(&self, quota: Rate) -> Result<QuotaStats> {
+        let (start, end) = quota.window(self.now());
+        let used = self
+            .inner
+            .store
+            .index
+            .read(|c| current_used(c, quota, start, end))?;
+        Ok(QuotaStats {
+            used,
+            limit: quota.count,
+            period: quota.period_name(),
+            left: quota.count.saturating_sub(used),
+            window_start: start,
+            resets_at: end,
+        })
     }
 }
 
@@ -99,6 +141,85 @@ mod tests {
             other => panic!("expected QuotaExceeded, got {other:?}"),
         }
         clock.advance(Duration::from_secs(86_400));
+        assert_eq!(cache.take_quota(q).unwrap(), 1);
+    }
+
+    fn at(s: &str) -> i64 {
+        crate::base::config::Instant::parse(s).unwrap().ms
+    }
+
+    #[test]
+    fn a_monthly_quota_resets_at_midnight_on_the_first_and_not_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(at("2026-01-31T12:00:00Z"));
+        let cache = Cache::builder()
+            .root(dir.path())
+            .clock(clock.clone())
+            .open()
+            .unwrap();
+        let q = rate("2/month");
+        assert_eq!(cache.take_quota(q).unwrap(), 1);
+        assert_eq!(cache.take_quota(q).unwrap(), 2);
+        clock.set(at("2026-01-31T23:59:59.999Z"));
+        assert!(matches!(
+            cache.take_quota(q),
+            Err(Error::QuotaExceeded { used: 2, .. })
+        ));
+        let s = cache.quota_status(q).unwrap();
+        assert_eq!((s.used, s.left), (2, 0));
+        assert_eq!(s.resets_at, at("2026-02-01T00:00:00Z"));
+        clock.set(at("2026-02-01T00:00:00Z"));
+        assert_eq!(cache.quota_status(q).unwrap().used, 0);
+        assert_eq!(cache.take_quota(q).unwrap(), 1);
+        // 30 days later is still February's window... until March 1st.
+        clock.set(at("2026-02-28T23:59:00Z"));
+        assert_eq!(cache.take_quota(q).unwrap(), 2);
+        assert!(cache.take_quota(q).is_err());
+        clock.set(at("2026-03-01T00:00:00Z"));
+        assert_eq!(cache.take_quota(q).unwrap(), 1);
+    }
+
+    #[test]
+    fn a_fixed_offset_moves_the_reset() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(at("2026-03-01T03:00:00Z"));
+        let cache = Cache::builder()
+            .root(dir.path())
+            .clock(clock.clone())
+            .open()
+            .unwrap();
+        let mut q = rate("1/month");
+        q.tz = crate::base::config::TzOffset::parse("-05:00").unwrap();
+        assert_eq!(cache.take_quota(q).unwrap(), 1);
+        // Still February in UTC-5 at 04:59 UTC.
+        clock.set(at("2026-03-01T04:59:59Z"));
+        assert!(cache.take_quota(q).is_err());
+        clock.set(at("2026-03-01T05:00:00Z"));
+        assert_eq!(cache.take_quota(q).unwrap(), 1);
+    }
+
+    #[test]
+    fn the_count_of_a_pre_calendar_root_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = at("2026-02-14T10:00:00Z");
+        let clock = ManualClock::new(now);
+        let cache = Cache::builder()
+            .root(dir.path())
+            .clock(clock.clone())
+            .open()
+            .unwrap();
+        let q = rate("10000/month");
+        // As the old code wrote them: the 30-day epoch window and its count.
+        let legacy = now.div_euclid(30 * 86_400_000);
+        let idx = &cache.inner.store.index;
+        idx.write(|tx| {
+            index::set_counter(tx, QUOTA_WINDOW, legacy).map_err(|e| idx.wrap(e))?;
+            index::set_counter(tx, QUOTA_USED, 1234).map_err(|e| idx.wrap(e))
+        })
+        .unwrap();
+        assert_eq!(cache.quota_status(q).unwrap().used, 1234);
+        assert_eq!(cache.take_quota(q).unwrap(), 1235);
+        clock.set(at("2026-03-01T00:00:00Z"));
         assert_eq!(cache.take_quota(q).unwrap(), 1);
     }
 }

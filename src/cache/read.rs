@@ -14,7 +14,7 @@ use crate::base::key::Key;
 use crate::base::names::{self, Tier};
 use crate::base::policy::Freshness;
 use crate::disk::blob::Digest;
-use crate::disk::index::Row;
+use crate::disk::index::{self, Row};
 use crate::disk::store::EntryFields;
 
 impl Cache {
@@ -80,7 +80,7 @@ impl Cache {
         let key = Key::new(key)?;
         let now = self.now();
         let read = self.inner.store.read(key.as_str(), now, |_| false)?;
-        Ok(read.map(|r| Meta::from_row(r.row, now)))
+        Ok(read.map(|r| Meta::from_row(self.effective(r.row, now), now)))
     }
 
     /// Fresh values of several keys, read as of one snapshot.
@@ -110,6 +110,71 @@ impl Cache {
         Ok(out)
     }
 
+    /// Entries in the last `fraction` of their (effective) TTL at `now`,
+    /// not yet expired, with at least `min_hits` recorded reads, soonest
+    /// expiry first, at most `limit` (the daemon's refresh-ahead). Walks
+    /// `entries_by_expiry` from `now` upward, and for classes with an open
+    /// TTL window `entries_by_class_created`.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub(crate) fn expiring_hot(
+        &self,
+        now: Millis,
+        min_hits: u64,
+        fraction: f64,
+        limit: usize,
+    ) -> Result<Vec<Meta>> {
+        let windows = self.classes().open_windows(now);
+        let rows = self.inner.store.index.read(|c| {
+            let mut keys: Vec<String> = Vec::new();
+            let mut st = c.prepare_cached(
+                "SELECT key FROM entries WHERE expires_at > ?1 AND hits >= ?2 \
+                 AND (expires_at - ?1) <= CAST((expires_at - created_at) * ?3 AS INTEGER) \
+                 ORDER BY expires_at, key LIMIT ?4",
+            )?;
+            let found = st.query_map(
+                rusqlite::params![now, min_hits as i64, fraction, limit as i64],
+                |r| r.get::<_, String>(0),
+            )?;
+            for k in found {
+                keys.push(k?);
+            }
+            let mut st = c.prepare_cached(
+                "SELECT key FROM entries WHERE class = ?1 AND created_at > ?2 AND hits >= ?3 \
+                 ORDER BY created_at, key LIMIT ?4",
+            )?;
+            for (class, ttl) in &windows {
+                let found = st.query_map(
+                    rusqlite::params![class, now - ttl, min_hits as i64, limit as i64],
+                    |r| r.get::<_, String>(0),
+                )?;
+                for k in found {
+                    keys.push(k?);
+                }
+            }
+            let mut rows = Vec::with_capacity(keys.len());
+            for k in keys {
+                if let Some(f) = index::lookup(c, &k, &|_| false)? {
+                    rows.push(f.row);
+                }
+            }
+            Ok(rows)
+        })?;
+        let mut out: Vec<Meta> = rows
+            .into_iter()
+            .map(|r| Meta::from_row(self.effective(r, now), now))
+            .filter(|m| {
+                let ttl = (m.expires_at - m.created_at).max(0) as f64;
+                m.freshness.is_fresh() && ((m.expires_at - now) as f64) <= ttl * fraction
+            })
+            .collect();
+        out.sort_by(|a, b| a.expires_at.cmp(&b.expires_at).then(a.key.cmp(&b.key)));
+        out.dedup_by(|a, b| a.key == b.key);
+        out.truncate(limit);
+        Ok(out)
+    }
+
     /// Whether a read needs the blob bytes: not when the entry is expired and
     /// stale is not allowed, not when L1 holds them (then remember the hit).
     fn want_bytes(
@@ -119,7 +184,7 @@ impl Cache {
         allow_stale: bool,
         l1_hits: &RefCell<Vec<(Digest, Bytes, Tier)>>,
     ) -> bool {
-        if !allow_stale && !Freshness::at(row.expires_at, now).is_fresh() {
+        if !allow_stale && !Freshness::at(self.expiry_of(row, now), now).is_fresh() {
             return false;
         }
         if l1_hits.borrow().iter().any(|(d, _, _)| *d == row.hash) {
@@ -137,11 +202,29 @@ impl Cache {
         true
     }
 
+    /// The effective expiry of `row` at `now` (TTL windows applied): the
+    /// one rule of [`crate::base::policy::Classes::effective_expiry`].
+    pub(crate) fn expiry_of(&self, row: &Row, now: Millis) -> Millis {
+        self.classes()
+            .effective_expiry(&row.class, row.created_at, row.expires_at, now)
+    }
+
+    /// `row` with its effective expiry at `now` in `expires_at`.
+    pub(crate) fn effective(&self, mut row: Row, now: Millis) -> Row {
+        row.expires_at = self.expiry_of(&row, now);
+        row
+    }
+
     /// A repeated get answered from the hot map and L1, without the index.
-    /// The caller has synced the hot map.
+    /// The caller has synced the hot map. The hot map does not hold
+    /// `created_at`, so while a TTL window of the entry's class is open
+    /// (by the configuration in force now, which hot reload swaps) the
+    /// read goes to the index, where the effective expiry is computed.
     fn hot_get(&self, key: &Key, now: Millis) -> Option<Bytes> {
         let e = self.inner.hot.get(key.as_str())?;
-        if !Freshness::at(e.expires_at, now).is_fresh() {
+        if !Freshness::at(e.expires_at, now).is_fresh()
+            || self.classes().open_window_ttl(&e.class, now).is_some()
+        {
             return None;
         }
         let bytes = self.inner.l1.get(&e.hash)?;
@@ -181,7 +264,9 @@ impl Cache {
         })?;
         let out = self.finish_read(key, read, now, allow_stale, &l1_hits.into_inner());
         if let (Some(g), Some((row, _))) = (generation, &out) {
-            if Freshness::at(row.expires_at, now).is_fresh() {
+            if Freshness::at(row.expires_at, now).is_fresh()
+                && self.classes().open_window_ttl(&row.class, now).is_none()
+            {
                 let e = crate::disk::hot::HotEntry {
                     hash: row.hash,
                     expires_at: row.expires_at,
@@ -203,13 +288,14 @@ impl Cache {
         l1_hits: &[(Digest, Bytes, Tier)],
     ) -> Option<(Row, Bytes)> {
         let redis = |allow_stale| self.read_through(key, now, allow_stale);
-        let Some(read) = read else {
+        let Some(mut read) = read else {
             if let Some(hit) = redis(allow_stale) {
                 return Some(hit);
             }
             self.count_miss(self.classes().class_of(key.as_str()));
             return None;
         };
+        read.row.expires_at = self.expiry_of(&read.row, now);
         let fresh = Freshness::at(read.row.expires_at, now).is_fresh();
         if let Some(hit) = (!fresh).then(|| redis(false)).flatten() {
             return Some(hit);
@@ -274,7 +360,16 @@ impl Cache {
     fn read_through(&self, key: &Key, now: Millis, allow_stale: bool) -> Option<(Row, Bytes)> {
         let shared = self.inner.shared.as_ref()?;
         let remote = shared.read(key, now, allow_stale)?;
-        let fresh = Freshness::at(remote.expires_at, now).is_fresh();
+        let expires_at = self.classes().effective_expiry(
+            &remote.class,
+            remote.created_at,
+            remote.expires_at,
+            now,
+        );
+        let fresh = Freshness::at(expires_at, now).is_fresh();
+        if !fresh && !allow_stale {
+            return None;
+        }
         self.backfill(key, &remote);
         if !shared.still_valid(key, &remote) {
             // Invalidated while it was on its way here: not served, not kept.
@@ -292,7 +387,7 @@ impl Cache {
             stored_size: remote.value.len() as u64,
             codec: crate::disk::blob::codec::Codec::Raw,
             created_at: remote.created_at,
-            expires_at: remote.expires_at,
+            expires_at,
             etag: remote.etag,
             last_modified: remote.last_modified,
             headers: remote.headers,

@@ -109,7 +109,13 @@ impl Cache {
                     size: it.value.len() as u64,
                     stored_size: out.stored_size,
                     created_at: now,
-                    expires_at: it.fields.expires_at,
+                    // Effective (an open TTL window may shorten it).
+                    expires_at: classes.effective_expiry(
+                        it.fields.class,
+                        now,
+                        it.fields.expires_at,
+                        now,
+                    ),
                     deduplicated: out.deduplicated,
                     class: it.fields.class.to_string(),
                 }

@@ -53,6 +53,15 @@ pub fn print_stats(s: &freshcache::Stats, config: &Config) -> std::io::Result<()
         s.evicted_entries,
         s.evicted_bytes
     )?;
+    let q = &s.quota;
+    outln!(
+        "fetch quota      {} used, {} left of {}/{}; resets {}",
+        q.used,
+        q.left,
+        q.limit,
+        q.period,
+        freshcache::clock::rfc3339(q.resets_at)
+    )?;
     if s.redis.configured {
         let r = &s.redis;
         outln!(
@@ -98,6 +107,55 @@ pub fn print_stats(s: &freshcache::Stats, config: &Config) -> std::io::Result<()
             c.guard_checks,
             c.ttl_violations,
             100.0 * c.ttl_violation_rate
+        )?;
+    }
+    print_measured(s, config)
+}
+
+/// Measured TTLs: what revalidations found and the TTL it suggests.
+fn print_measured(s: &freshcache::Stats, config: &Config) -> std::io::Result<()> {
+    let m = &s.measured;
+    if m.classes.is_empty() && m.feeds.is_empty() {
+        return Ok(());
+    }
+    outln!(
+        "{:<19} {:>6} {:>10} {:>9} {:>13} {:>10} {:>10}",
+        "MEASURED",
+        "REVAL",
+        "UNCHANGED",
+        "INTERVALS",
+        "MEAN CHANGE",
+        "TTL",
+        "SUGGESTED"
+    )?;
+    let ms = |v: Option<u64>| {
+        v.map_or("-".to_string(), |v| {
+            freshcache::clock::human_ms(i64::try_from(v).unwrap_or(i64::MAX))
+        })
+    };
+    let rows = m
+        .classes
+        .iter()
+        .map(|(n, e)| (format!("class {n}"), e, config.classes.get(n)))
+        .chain(m.feeds.iter().map(|(n, e)| (format!("feed {n}"), e, None)));
+    for (name, e, class) in rows {
+        let ttl = class.map_or("-".to_string(), |c| match c.adaptive {
+            Some(a) => format!(
+                "{}..{}",
+                humantime::format_duration(a.min.0),
+                humantime::format_duration(a.max.0)
+            ),
+            None => humantime::format_duration(c.ttl.0).to_string(),
+        });
+        outln!(
+            "{:<19} {:>6} {:>9.1}% {:>9} {:>13} {:>10} {:>10}",
+            name,
+            e.revalidations,
+            100.0 * e.unchanged_ratio,
+            e.intervals,
+            ms(e.mean_change_interval_ms),
+            ttl,
+            ms(e.suggested_ttl_ms)
         )?;
     }
     Ok(())

@@ -7,6 +7,7 @@
 
 mod http;
 mod jobs;
+mod refresh;
 mod reload;
 pub mod schedule;
 mod source;
@@ -27,6 +28,7 @@ use crate::base::error::{Error, Result};
 use crate::cache::Cache;
 use http::Shared;
 use jobs::Jobs;
+pub use refresh::{BoxError, LoaderFuture, Loaders, PassReport, RefreshAhead};
 pub use schedule::{Due, Job, Schedule};
 pub use source::{warm_key, FeedSource, Outcome, Refresh};
 pub use upstream::FetcherSource;
@@ -49,6 +51,7 @@ pub struct Daemon {
     cache: Cache,
     listener: tokio::net::TcpListener,
     options: Options,
+    loaders: Loaders,
 }
 
 /// Binds and runs until SIGTERM or SIGINT.
@@ -97,7 +100,19 @@ impl Daemon {
             cache,
             listener,
             options,
+            loaders: Loaders::default(),
         })
+    }
+
+    /// Registers the loader refresh-ahead uses for keys starting with
+    /// `prefix` that are not URL-backed (longest prefix wins).
+    pub fn loader<F, Fut>(mut self, prefix: impl Into<String>, loader: F) -> Daemon
+    where
+        F: Fn(String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<Vec<u8>, BoxError>> + Send + 'static,
+    {
+        self.loaders.register(prefix, loader);
+        self
     }
 
     /// The address the endpoints are served on.
@@ -137,7 +152,11 @@ impl Daemon {
             cache,
             listener,
             options,
+            loaders,
         } = self;
+        let refresher = Arc::new(tokio::sync::Mutex::new(RefreshAhead::new(&cache, loaders)?));
+        let mut refresh_task: Option<tokio::task::JoinHandle<()>> = None;
+        let mut next_refresh = tokio::time::Instant::now();
         let config = cache.config();
         let mut schedule = Schedule::new(&config, cache.now()).map_err(|reason| Error::Config {
             source_name: "runtime config".into(),
@@ -198,6 +217,18 @@ impl Daemon {
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep_until(next_refresh) => {
+                    next_refresh = tokio::time::Instant::now()
+                        + cache.config().daemon.refresh_ahead.every.0;
+                    if refresh_task.as_ref().is_none_or(|t| t.is_finished()) {
+                        let r = refresher.clone();
+                        refresh_task = Some(tokio::spawn(async move {
+                            if let Err(e) = r.lock().await.pass().await {
+                                tracing::warn!(error = %e, "refresh-ahead pass failed");
+                            }
+                        }));
+                    }
+                }
                 Some(new) = config_rx.recv() => apply(&shared, &mut schedule, new),
                 Some(done) = jobs.fetches.join_next(), if !jobs.fetches.is_empty() => {
                     jobs.fetched(done);
@@ -212,6 +243,9 @@ impl Daemon {
         // period, cancel what is left, flush.
         let _ = stop_tx.send(true);
         warm.abort();
+        if let Some(t) = refresh_task {
+            t.abort();
+        }
         let grace = cache.config().daemon.shutdown_grace.0;
         let drained = tokio::time::timeout(grace, async {
             while let Some(done) = jobs.fetches.join_next().await {

@@ -42,6 +42,10 @@ struct Access {
 #[derive(Debug)]
 pub(crate) struct Recorder {
     pending: Mutex<Pending>,
+    /// Held from taking a batch until it is committed (or put back), and by
+    /// readers of the totals: a batch is always either pending or persisted
+    /// to them, never neither (the flusher runs on its own thread).
+    flushing: Mutex<()>,
     window_ms: Millis,
 }
 
@@ -49,6 +53,7 @@ impl Recorder {
     pub(crate) fn new(window_ms: Millis) -> Recorder {
         Recorder {
             pending: Mutex::new(Pending::default()),
+            flushing: Mutex::new(()),
             window_ms,
         }
     }
@@ -127,6 +132,13 @@ impl Recorder {
         now - since >= window || p.access.len() >= MAX_PENDING
     }
 
+    /// Runs `f` (a read of the persisted totals) with no batch in flight,
+    /// giving it the unflushed deltas: each delta is counted exactly once.
+    pub(crate) fn with_pending<T>(&self, f: impl FnOnce(HashMap<String, i64>) -> T) -> T {
+        let _flushing = self.flushing.lock().unwrap_or_else(|p| p.into_inner());
+        f(self.pending_counters())
+    }
+
     /// Unflushed counter deltas, for statistics that include this process.
     pub(crate) fn pending_counters(&self) -> HashMap<String, i64> {
         self.lock().counters.clone()
@@ -135,6 +147,7 @@ impl Recorder {
     /// Writes everything pending in one transaction. With `wait == false`
     /// it gives up (keeping the batch) if this process's writer is busy.
     pub(crate) fn flush(&self, idx: &Index, wait: bool) -> Result<()> {
+        let _flushing = self.flushing.lock().unwrap_or_else(|p| p.into_inner());
         let batch = std::mem::take(&mut *self.lock());
         if batch.access.is_empty() && batch.counters.is_empty() {
             return Ok(());
@@ -237,6 +250,68 @@ pub struct RedisStats {
     pub reconciles: u64,
 }
 
+/// What revalidations of one class or feed found (measured TTLs).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct TtlEvidence {
+    /// Revalidations that compared stored and upstream content.
+    pub revalidations: u64,
+    /// ... that found it unchanged (304, or a 200 with the same hash).
+    pub unchanged: u64,
+    /// Revalidations that found new content.
+    pub changed: u64,
+    /// unchanged / revalidations (0 without revalidations).
+    pub unchanged_ratio: f64,
+    /// Observed intervals between two changes of one URL.
+    pub intervals: u64,
+    /// Their mean (ms); `None` before the second change of any URL.
+    pub mean_change_interval_ms: Option<u64>,
+    /// Half the mean change interval (the estimator in ARCHITECTURE.md),
+    /// `None` without evidence.
+    pub suggested_ttl_ms: Option<u64>,
+    #[serde(skip)]
+    interval_sum_ms: u64,
+}
+
+/// Measured TTL evidence per class and per feed.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Measured {
+    /// By class.
+    pub classes: BTreeMap<String, TtlEvidence>,
+    /// By feed.
+    pub feeds: BTreeMap<String, TtlEvidence>,
+}
+
+/// What the daemon's refresh-ahead did (persisted counters `refresh_ahead|…`).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct RefreshAheadStats {
+    /// Hot entries revalidated before they expired.
+    pub refreshed: u64,
+    /// Refreshes ahead that failed (the entry expires as it would have).
+    pub failed: u64,
+    /// Refreshed entries read after their old expiry: each would have
+    /// been a miss (and a synchronous upstream call) without the refresh.
+    pub misses_avoided: u64,
+}
+
+/// The request quota of the current window (`fetch.quota`).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct QuotaStats {
+    /// Requests made in this window.
+    pub used: u64,
+    /// The quota.
+    pub limit: u64,
+    /// Requests left in this window.
+    pub left: u64,
+    /// `hour`, `day`, `month` (calendar periods) or a fixed period.
+    pub period: String,
+    /// Start of the current window (RFC 3339).
+    #[serde(serialize_with = "crate::base::clock::ser_rfc3339")]
+    pub window_start: Millis,
+    /// When the count resets (RFC 3339): the start of the next period.
+    #[serde(serialize_with = "crate::base::clock::ser_rfc3339")]
+    pub resets_at: Millis,
+}
+
 /// A snapshot of the cache's figures, shared by every process on the root.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 #[non_exhaustive]
@@ -277,6 +352,13 @@ pub struct Stats {
     pub by_class: BTreeMap<String, ClassStats>,
     /// The shared Redis tier.
     pub redis: RedisStats,
+    /// The persisted request quota (this root's count; with Redis the
+    /// global count lives there).
+    pub quota: QuotaStats,
+    /// The daemon's refresh-ahead of hot keys.
+    pub refresh_ahead: RefreshAheadStats,
+    /// Measured TTLs: what revalidations found, per class and per feed.
+    pub measured: Measured,
 }
 
 fn rate(num: u64, den: u64) -> f64 {
@@ -344,6 +426,27 @@ impl Stats {
                     *s.upstream_requests.entry(outcome.to_string()).or_default() += v;
                 }
                 ["avoided", _] => s.upstream_calls_avoided += v,
+                ["measure", scope @ ("class" | "feed"), rest @ .., what] if !rest.is_empty() => {
+                    let map = if *scope == "class" {
+                        &mut s.measured.classes
+                    } else {
+                        &mut s.measured.feeds
+                    };
+                    let e = map.entry(rest.join("|")).or_default();
+                    match *what {
+                        "changed" => e.changed += v,
+                        "unchanged" => e.unchanged += v,
+                        "intervals" => e.intervals += v,
+                        "interval_ms" => e.interval_sum_ms += v,
+                        _ => {}
+                    }
+                }
+                ["refresh_ahead", what] => match *what {
+                    "refreshed" => s.refresh_ahead.refreshed += v,
+                    "failed" => s.refresh_ahead.failed += v,
+                    "misses_avoided" => s.refresh_ahead.misses_avoided += v,
+                    _ => {}
+                },
                 ["redis", what] => {
                     let r = &mut s.redis;
                     match *what {
@@ -366,6 +469,19 @@ impl Stats {
         s.redis.hits = s.hits_by_tier.get("redis").copied().unwrap_or(0);
         s.upstream_calls_avoided += s.hits;
         s.hit_rate = rate(s.hits, s.hits + s.misses);
+        for e in s
+            .measured
+            .classes
+            .values_mut()
+            .chain(s.measured.feeds.values_mut())
+        {
+            e.revalidations = e.changed + e.unchanged;
+            e.unchanged_ratio = rate(e.unchanged, e.revalidations);
+            if let Some(mean) = e.interval_sum_ms.checked_div(e.intervals) {
+                e.mean_change_interval_ms = Some(mean);
+                e.suggested_ttl_ms = Some(mean / 2);
+            }
+        }
         for c in s.by_class.values_mut() {
             let hits: u64 = c.hits.values().sum();
             c.hit_rate = rate(hits, hits + c.misses);

@@ -20,11 +20,13 @@
 //!   5xx and 429 are). A `Retry-After` longer than `retry_max` fails at once.
 //! - A 304 that now says `no-store` removes the entry.
 
+mod batch;
 mod builder;
 pub mod feeds;
 pub mod freshness;
 mod http;
 pub(crate) mod limit;
+pub mod measure;
 pub(crate) mod singleflight;
 
 use std::sync::Arc;
@@ -281,16 +283,19 @@ impl Fetcher {
             Ok(x) => {
                 let (this, key, opts, u) =
                     (self.clone(), key.to_owned(), opts.clone(), url.clone());
-                off_runtime(&url, move || this.fetched(&key, &opts, &u, x, base)).await
+                let prev = entry.map(|e| (e.meta.hash, stored));
+                off_runtime(&url, move || this.fetched(&key, &opts, &u, x, base, prev)).await
             }
         }
     }
 
     fn ttl_for(&self, key: &str, opts: &FetchOptions, h: &Headers) -> Result<(String, Lifetime)> {
-        let (class, ttl) =
-            self.cache
-                .classes()
-                .resolve(&Key::new(key)?, opts.class.as_deref(), opts.ttl)?;
+        let classes = self.cache.classes();
+        let (class, ttl) = classes.resolve(&Key::new(key)?, opts.class.as_deref(), opts.ttl)?;
+        let ttl = match (opts.ttl, classes.adaptive(&class)) {
+            (None, Some((min, max))) => measure::adaptive_ttl(h, min, max).unwrap_or(ttl),
+            _ => ttl,
+        };
         let life = freshness::lifetime(h, ttl, self.settings.server_ttl, self.cache.now());
         Ok((class, life))
     }
@@ -316,8 +321,20 @@ impl Fetcher {
         x: Exchange,
         base: FetchOutcome,
     ) -> Result<FetchOutcome> {
+        let old = headers.clone();
         freshness::merge_304(&mut headers, &x.headers);
         Self::bookkeeping(&mut headers, requested, &x);
+        let class = self.ttl_for(key, opts, &headers)?.0;
+        let now = self.cache.now();
+        measure::observe(
+            &self.cache,
+            &class,
+            key,
+            &old,
+            &mut headers,
+            Some(false),
+            now,
+        );
         let (class, life) = self.ttl_for(key, opts, &headers)?;
         self.cache
             .count(names::BYTES_SAVED_304.into(), entry.meta.size as i64);
@@ -371,9 +388,20 @@ impl Fetcher {
         requested: &Url,
         x: Exchange,
         base: FetchOutcome,
+        prev: Option<(crate::disk::blob::Digest, Headers)>,
     ) -> Result<FetchOutcome> {
         let mut headers = freshness::from_response(&x.headers);
         Self::bookkeeping(&mut headers, requested, &x);
+        let class = self.ttl_for(key, opts, &headers)?.0;
+        let (old, changed) = match prev {
+            Some((hash, old)) => {
+                let changed = hash != crate::disk::blob::Digest::of(&x.body);
+                (old, Some(changed))
+            }
+            None => (Headers::default(), None),
+        };
+        let now = self.cache.now();
+        measure::observe(&self.cache, &class, key, &old, &mut headers, changed, now);
         let (class, life) = self.ttl_for(key, opts, &headers)?;
         let out = FetchOutcome {
             outcome: Outcome::Fetched,

@@ -3,6 +3,12 @@
 //! Eviction walks the `entries_by_expiry` and `entries_by_access` indexes
 //! from the cold end and stops as soon as the store is at its target: its
 //! cost grows with what it removes, not with the cache.
+//!
+//! "Expired" is the effective expiry ([`crate::base::policy::Classes::effective_expiry`]):
+//! besides rows whose stored `expires_at` has passed, an entry of a class
+//! with an open TTL window is expired once `created_at + window ttl` has
+//! passed. Those are found per open class through `entries_by_class_created`
+//! (class, created_at), oldest first, after the stored-expiry ones.
 
 use std::time::{Duration, Instant};
 
@@ -35,6 +41,7 @@ pub(crate) fn evict_to(
     store: &Store,
     target: u64,
     now: Millis,
+    windows: &[(String, i64)],
     progress: Option<Progress<'_>>,
 ) -> Result<EvictionReport> {
     let start = Instant::now();
@@ -64,7 +71,7 @@ pub(crate) fn evict_to(
                 if size <= target {
                     break true;
                 }
-                let victims = victims(tx, now, chunk).map_err(w)?;
+                let victims = victims(tx, now, windows, chunk).map_err(w)?;
                 if victims.is_empty() {
                     break true;
                 }
@@ -122,10 +129,13 @@ pub(crate) fn evict_to(
 }
 
 /// The next eviction victims: expired entries (oldest expiry first), then
-/// least recently used. Both walk an index from its cold end.
+/// entries expired by an open TTL window (`windows`: class, window ttl ms;
+/// oldest first), then least recently used. All walk an index from its
+/// cold end.
 fn victims(
     c: &rusqlite::Connection,
     now: i64,
+    windows: &[(String, i64)],
     limit: usize,
 ) -> rusqlite::Result<Vec<(String, bool)>> {
     let mut st = c.prepare_cached(
@@ -136,6 +146,19 @@ fn victims(
         .collect::<rusqlite::Result<_>>()?;
     if !expired.is_empty() {
         return Ok(expired.into_iter().map(|k| (k, true)).collect());
+    }
+    let mut st = c.prepare_cached(
+        "SELECT key FROM entries WHERE class = ?1 AND created_at <= ?2 \
+         ORDER BY created_at, key LIMIT ?3",
+    )?;
+    for (class, ttl_ms) in windows {
+        let cutoff = now.saturating_sub(*ttl_ms);
+        let expired: Vec<String> = st
+            .query_map(rusqlite::params![class, cutoff, limit as i64], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        if !expired.is_empty() {
+            return Ok(expired.into_iter().map(|k| (k, true)).collect());
+        }
     }
     let mut st = c.prepare_cached("SELECT key FROM entries ORDER BY last_access, key LIMIT ?1")?;
     let lru: Vec<String> = st

@@ -2,9 +2,12 @@
 //! the per-host rate limit are counted in Redis by one Lua script, so N
 //! instances together stay within `fetch.quota` and `fetch.rate_limit`.
 //!
-//! - Quota: a counter per fixed window (windows counted from the Unix
-//!   epoch by the cache's clock, as the local quota does), checked and
-//!   incremented atomically; a refused request does not count.
+//! - Quota: a counter per window, the same windows as the local quota
+//!   ([`Rate::window`]: the calendar hour, day or month in `fetch.quota_tz`
+//!   for `/hour`, `/day`, `/month`, else fixed periods from the Unix epoch)
+//!   by the cache's clock, keyed by the window's start and expiring a
+//!   minute after its end; checked and incremented atomically; a refused
+//!   request does not count.
 //! - Rate: a GCRA without burst on Redis's own clock (`TIME`, one clock for
 //!   every instance): each admitted request reserves the next slot, spaced
 //!   `per / count` apart, and the caller sleeps until its slot.
@@ -59,14 +62,13 @@ async fn admit(core: std::sync::Arc<super::Core>, a: Args) -> redis::RedisResult
 
 impl RedisTier {
     fn args(&self, host: &str, quota: Rate, interval: Duration) -> Args {
-        let period_ms = (quota.per.as_millis() as i64).max(1);
         let now = self.core.cache().map_or(0, |c| c.now());
-        let window = now.div_euclid(period_ms);
+        let (start, end) = quota.window(now);
         Args {
-            quota_key: self.core.keys.quota(window),
+            quota_key: self.core.keys.quota(start),
             rate_key: self.core.keys.rate(host),
             limit: quota.count,
-            ttl_ms: (window + 1) * period_ms - now + 60_000,
+            ttl_ms: end.saturating_sub(now).saturating_add(60_000).max(1),
             interval_ms: (interval.as_millis() as u64).max(1),
         }
     }

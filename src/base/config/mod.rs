@@ -6,9 +6,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod calendar;
+mod class_ttl;
 mod units;
 mod validate;
 
+pub use calendar::{period_bounds, Instant, Period, TzOffset};
 pub use units::{Dur, Rate, Size};
 
 use serde::{Deserialize, Serialize};
@@ -89,13 +92,47 @@ pub enum OnFull {
     Reject,
 }
 
-/// One TTL class (the seeds' CacheDataType).
+/// One TTL class (the seeds' CacheDataType). `ttl` is a duration, or
+/// `{ adaptive: { min: 30s, max: 10m } }` (optionally with `base: 1m`, the
+/// TTL until a URL has evidence; `min` without it): the fetcher then sets
+/// each URL's TTL from its observed change interval, clamped to the bounds.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "class_ttl::RawClass", into = "class_ttl::RawClass")]
 pub struct ClassConfig {
     /// Keys starting with this belong to the class.
     pub prefix: String,
     /// Time to live of the class's entries.
+    pub ttl: Dur,
+    /// Per-URL TTLs from observed change intervals (opt-in).
+    pub adaptive: Option<Adaptive>,
+    /// Dated periods (free agency, a trade deadline) during which an entry
+    /// of this class is fresh for at most the window's TTL from when it
+    /// was stored, whenever that was.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub windows: Vec<TtlWindow>,
+}
+
+/// `ttl: { adaptive: { min, max } }` of a class.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Adaptive {
+    /// Shortest TTL the estimator may set.
+    pub min: Dur,
+    /// Longest TTL the estimator may set.
+    pub max: Dur,
+}
+
+/// One TTL window of a class: `{ from: 2026-03-11, to: 2026-03-20, ttl: 1h }`.
+/// `from` and `to` are UTC dates or RFC 3339 instants; a date as `to`
+/// includes that whole day (the window closes at the next midnight UTC).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TtlWindow {
+    /// When the window opens (a UTC date means its midnight).
+    pub from: Instant,
+    /// When it closes (a UTC date includes that whole day).
+    pub to: Instant,
+    /// The TTL cap while the window is open.
     pub ttl: Dur,
 }
 
@@ -127,6 +164,9 @@ pub struct FetchConfig {
     pub rate_limit: Rate,
     /// Requests per quota window (persisted).
     pub quota: Rate,
+    /// The time zone of calendar quotas (`UTC` or a fixed offset `-05:00`).
+    #[serde(default)]
+    pub quota_tz: TzOffset,
     /// Deadline of one request.
     pub timeout: Dur,
     /// Deadline of one connect.
@@ -179,6 +219,39 @@ pub struct DaemonConfig {
     /// Loaded on start: a URL fetched into `key`, or a key for the loader.
     #[serde(default)]
     pub warm: Vec<WarmItem>,
+    /// Revalidation of hot entries before they expire.
+    #[serde(default)]
+    pub refresh_ahead: RefreshAheadConfig,
+}
+
+/// `daemon.refresh_ahead`: an entry read at least `min_reads` times since
+/// it was stored (or last refreshed ahead) and in the last `fraction` of
+/// its TTL is revalidated before it expires.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RefreshAheadConfig {
+    /// Refresh hot entries ahead of expiry.
+    pub enabled: bool,
+    /// Reads within the entry's TTL that make it hot.
+    pub min_reads: u64,
+    /// The last part of the TTL in which a hot entry is refreshed (0 < f < 1).
+    pub fraction: f64,
+    /// How often the daemon looks for such entries.
+    pub every: Dur,
+    /// Refreshes started per pass at most (the rate limit and quota apply too).
+    pub max_per_pass: usize,
+}
+
+impl Default for RefreshAheadConfig {
+    fn default() -> Self {
+        RefreshAheadConfig {
+            enabled: true,
+            min_reads: 3,
+            fraction: 0.1,
+            every: Dur(Duration::from_secs(5)),
+            max_per_pass: 100,
+        }
+    }
 }
 
 /// One warm-up item.
@@ -374,6 +447,8 @@ impl Config {
             field: e.path().to_string(),
             reason: e.inner().to_string(),
         })?;
+        let mut config = config;
+        config.fetch.quota.tz = config.fetch.quota_tz;
         config.validate().map_err(|(field, reason)| Error::Config {
             source_name,
             field,

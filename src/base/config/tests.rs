@@ -23,7 +23,9 @@ fn embedded_default_has_the_seed_ttls() {
         c.fetch.rate_limit,
         Rate {
             count: 2,
-            per: Duration::from_secs(1)
+            per: Duration::from_secs(1),
+            calendar: None,
+            tz: TzOffset(0),
         }
     );
 }
@@ -136,4 +138,54 @@ fn parses_units() {
     assert_eq!(Dur::parse("7d").unwrap().0.as_secs(), 7 * 86_400);
     assert!(Dur::parse("-1m").is_err());
     assert_eq!(Rate::parse("10000/month").unwrap().count, 10_000);
+}
+
+#[test]
+fn adaptive_ttls_windows_and_quota_tz_parse_validate_and_round_trip() {
+    let yaml = "classes:\n  odds: { prefix: 'odds:', ttl: { adaptive: { min: 30s, max: 10m } } }\n  \
+                players: { prefix: 'players:', ttl: 24h, windows: [{ from: 2026-03-11, to: '2026-03-20T12:00:00Z', ttl: 1h }] }\n\
+                fetch: { quota: 10000/month, quota_tz: '-05:00' }\n";
+    let c = Config::from_layers(Some(("f.yml".into(), yaml)), env(&[])).unwrap();
+    let odds = &c.classes["odds"];
+    assert_eq!(odds.ttl.0, Duration::from_secs(30), "base defaults to min");
+    assert_eq!(
+        odds.adaptive,
+        Some(Adaptive {
+            min: Dur(Duration::from_secs(30)),
+            max: Dur(Duration::from_secs(600))
+        })
+    );
+    assert_eq!(c.classes["players"].windows.len(), 1);
+    assert_eq!(c.fetch.quota.tz, TzOffset(-300));
+    assert_eq!(c.fetch.quota.calendar, Some(Period::Month));
+    // What /v1/config prints loads back to the same config.
+    let printed = serde_yaml::to_string(&c).unwrap();
+    let again = Config::from_layers(Some(("printed".into(), &printed)), env(&[])).unwrap();
+    assert_eq!(again, c);
+    // An environment override of an adaptive class's ttl makes it fixed.
+    let c = Config::from_layers(
+        Some(("f.yml".into(), yaml)),
+        env(&[("FRESHCACHE_CLASSES_ODDS_TTL", "45s")]),
+    )
+    .unwrap();
+    assert_eq!(c.classes["odds"].adaptive, None);
+    assert_eq!(c.classes["odds"].ttl.0, Duration::from_secs(45));
+
+    let bad = |yaml: &str| {
+        Config::from_layers(Some(("f.yml".into(), yaml)), env(&[]))
+            .unwrap_err()
+            .to_string()
+    };
+    let e =
+        bad("classes:\n  odds: { prefix: 'odds:', ttl: { adaptive: { min: 10m, max: 30s } } }\n");
+    assert!(e.contains("classes.odds.ttl.adaptive"), "{e}");
+    let e = bad("classes:\n  odds: { prefix: 'odds:', ttl: { adaptiv: { min: 1s, max: 2s } } }\n");
+    assert!(e.contains("classes.odds") && e.contains("adaptive"), "{e}");
+    let e = bad("daemon: { refresh_ahead: { fraction: 1.5 } }\n");
+    assert!(e.contains("daemon.refresh_ahead.fraction"), "{e}");
+    let e = bad("fetch: { quota_tz: Mars/Olympus }\n");
+    assert!(
+        e.contains("fetch.quota_tz") && e.contains("fixed offset"),
+        "{e}"
+    );
 }

@@ -5,6 +5,9 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_yaml::Value;
 
+use super::calendar::{period_bounds, Period, TzOffset};
+use crate::base::clock::Millis;
+
 /// A duration written `90s`, `5m`, `1h`, `7d` (or a number of seconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dur(pub Duration);
@@ -114,10 +117,18 @@ pub struct Rate {
     pub count: u64,
     /// The period.
     pub per: Duration,
+    /// Written with a calendar unit (`/hour`, `/day`, `/month`): as a quota
+    /// it resets at the start of each calendar period in `tz`, not every
+    /// `per` from the epoch. `None` for `/s`, `/min` and `/<duration>`.
+    pub calendar: Option<Period>,
+    /// The time zone of the calendar (`fetch.quota_tz`; UTC by default).
+    pub tz: TzOffset,
 }
 
 impl Rate {
-    /// Parses `N/s`, `N/min`, `N/h`, `N/day`, `N/month` (30 days) or `N/<duration>`.
+    /// Parses `N/s`, `N/min`, `N/h`, `N/day`, `N/month` or `N/<duration>`.
+    /// `h`, `day` and `month` are calendar periods (see [`Rate::window`]);
+    /// as a spacing (`per`), a month counts 30 days.
     ///
     /// # Errors
     /// A message saying what is wrong.
@@ -129,18 +140,39 @@ impl Rate {
             .trim()
             .parse()
             .map_err(|_| format!("invalid count in rate `{s}`"))?;
-        let per = match per.trim() {
-            "s" | "sec" | "second" => Duration::from_secs(1),
-            "m" | "min" | "minute" => Duration::from_secs(60),
-            "h" | "hour" => Duration::from_secs(3600),
-            "d" | "day" => Duration::from_secs(86_400),
-            "month" => Duration::from_secs(30 * 86_400),
-            other => Dur::parse(other)?.0,
+        let (per, calendar) = match per.trim() {
+            "s" | "sec" | "second" => (Duration::from_secs(1), None),
+            "m" | "min" | "minute" => (Duration::from_secs(60), None),
+            "h" | "hour" => (Duration::from_secs(3600), Some(Period::Hour)),
+            "d" | "day" => (Duration::from_secs(86_400), Some(Period::Day)),
+            "month" => (Duration::from_secs(30 * 86_400), Some(Period::Month)),
+            other => (Dur::parse(other)?.0, None),
         };
         if count == 0 || per.is_zero() {
             return Err(format!("rate `{s}` must be positive"));
         }
-        Ok(Rate { count, per })
+        Ok(Rate {
+            count,
+            per,
+            calendar,
+            tz: TzOffset::default(),
+        })
+    }
+
+    /// The quota window `[start, end)` containing `now`: the calendar
+    /// hour, day or month in `tz` for a calendar rate, else a fixed
+    /// period of `per` counted from the Unix epoch.
+    pub fn window(&self, now: Millis) -> (Millis, Millis) {
+        match self.calendar {
+            Some(p) => period_bounds(p, self.tz, now),
+            None => {
+                let len = i64::try_from(self.per.as_millis())
+                    .unwrap_or(i64::MAX)
+                    .max(1);
+                let s = now.div_euclid(len).saturating_mul(len);
+                (s, s.saturating_add(len))
+            }
+        }
     }
 
     /// A human name for the period (`month` for 30 days).
@@ -150,7 +182,7 @@ impl Rate {
             60 => "minute".into(),
             3600 => "hour".into(),
             86_400 => "day".into(),
-            2_592_000 => "month".into(),
+            2_592_000 if self.calendar.is_some() => "month".into(),
             _ => humantime::format_duration(self.per).to_string(),
         }
     }
@@ -170,10 +202,13 @@ impl<'de> Deserialize<'de> for Rate {
 
 impl Serialize for Rate {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(&format!(
-            "{}/{}",
-            self.count,
-            humantime::format_duration(self.per)
-        ))
+        match self.calendar {
+            Some(p) => s.serialize_str(&format!("{}/{}", self.count, p.name())),
+            None => s.serialize_str(&format!(
+                "{}/{}",
+                self.count,
+                humantime::format_duration(self.per)
+            )),
+        }
     }
 }

@@ -46,6 +46,38 @@ impl Config {
                     "ttl must be greater than zero",
                 );
             }
+            if let Some(a) = &class.adaptive {
+                if a.min.0.is_zero() || a.max.0 < a.min.0 {
+                    return err(
+                        &format!("classes.{name}.ttl.adaptive"),
+                        "need 0 < min <= max",
+                    );
+                }
+            }
+            for (i, w) in class.windows.iter().enumerate() {
+                if w.ttl.0.is_zero() {
+                    return err(
+                        &format!("classes.{name}.windows[{i}].ttl"),
+                        "ttl must be greater than zero",
+                    );
+                }
+                if w.to.as_end() <= w.from.ms {
+                    return err(
+                        &format!("classes.{name}.windows[{i}].to"),
+                        &format!("`{}` is not after `from` ({})", w.to.text, w.from.text),
+                    );
+                }
+            }
+        }
+        let r = &self.daemon.refresh_ahead;
+        if !(r.fraction > 0.0 && r.fraction < 1.0) {
+            return err(
+                "daemon.refresh_ahead.fraction",
+                "must be between 0 and 1 (e.g. 0.1: the last 10% of the TTL)",
+            );
+        }
+        if r.every.0.is_zero() {
+            return err("daemon.refresh_ahead.every", "must be greater than zero");
         }
         let m = &self.monitoring;
         for (f, v) in [

@@ -4,7 +4,7 @@
 use rusqlite::Connection;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 const V1: &str = r#"
 -- One row per distinct content. Small blobs keep their encoded bytes in
@@ -78,6 +78,14 @@ CREATE TABLE IF NOT EXISTS redis_outbox (
 );
 "#;
 // ---- end v3 -------------------------------------------------------------------
+// ---- v4: TTL windows (issue 17) -------------------------------------------
+const V4: &str = r#"
+-- Eviction finds the entries an open TTL window has expired (created_at
+-- older than now - window ttl, per class) without scanning the table.
+CREATE INDEX IF NOT EXISTS entries_by_class_created ON entries(class, created_at);
+"#;
+// ---- end v4 -------------------------------------------------------------------
+
 /// The schema version recorded in the file (0 for a new, empty file).
 pub(crate) fn version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -102,6 +110,9 @@ pub(crate) fn migrate(conn: &Connection) -> rusqlite::Result<Result<i64, i64>> {
     }
     if found < 3 {
         conn.execute_batch(V3)?;
+    }
+    if found < 4 {
+        conn.execute_batch(V4)?;
     }
     conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
     Ok(Ok(found))
