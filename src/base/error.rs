@@ -31,6 +31,9 @@ pub enum Error {
     /// A put named a class the config does not define.
     #[error("unknown class `{class}`")]
     UnknownClass { class: String },
+    /// A TTL longer than 100 years (`policy::MAX_TTL`); nothing is stored.
+    #[error("TTL of {ttl_secs}s is longer than 100 years (the longest accepted is 36525d)")]
+    InvalidTtl { ttl_secs: u64 },
     /// A value is larger than `cache.max_value_size`.
     #[error("value of {size} bytes exceeds the maximum of {max} bytes")]
     TooLarge { size: u64, max: u64 },
@@ -127,6 +130,7 @@ impl Error {
             | Error::InvalidPattern { .. }
             | Error::Config { .. }
             | Error::UnknownClass { .. }
+            | Error::InvalidTtl { .. }
             | Error::TooLarge { .. }
             | Error::Json { .. } => 2,
             Error::Stale(_) => 3,

@@ -19,6 +19,8 @@
 //! - Read timeouts and cut-short bodies are not retried (connect errors,
 //!   5xx and 429 are). A `Retry-After` longer than `retry_max` fails at once.
 //! - A 304 that now says `no-store` removes the entry.
+//! - An entry remembers the URL it was fetched from: fetching another URL
+//!   (or into a key a plain `put` wrote) is a miss and goes upstream.
 
 mod builder;
 pub mod feeds;
@@ -181,14 +183,14 @@ impl Fetcher {
     }
 
     async fn fetch_now(&self, url: Url, key: &str, opts: &FetchOptions) -> Result<FetchOutcome> {
-        let entry = self.cache.get_entry(key)?;
+        let entry = self.entry_from(key, &url)?;
         // Across instances (Redis tier): one lease holder goes upstream; the
         // others wait and read its result through Redis.
         let (_lease, entry) = match &entry {
             Some(e) if e.meta.freshness.is_fresh() => (None, entry),
             _ => match self.cache.claim(key).await {
                 Claim::Won(lease) => (Some(lease), entry),
-                Claim::Filled => (None, self.cache.get_entry(key)?),
+                Claim::Filled => (None, self.entry_from(key, &url)?),
                 Claim::Alone => (None, entry),
             },
         };
@@ -281,6 +283,20 @@ impl Fetcher {
                 off_runtime(&url, move || this.fetched(&key, &opts, &u, x, base)).await
             }
         }
+    }
+
+    /// The entry of `key` if it holds what `url` answered: the entry
+    /// remembers the URL it was fetched from (`x-freshcache-from` in its
+    /// stored headers). An entry from another URL, or one stored by a plain
+    /// `put`, is a miss for this URL: it is neither served as fresh nor
+    /// revalidated with its validators (they belong to another resource);
+    /// the response replaces it.
+    fn entry_from(&self, key: &str, url: &Url) -> Result<Option<Entry>> {
+        Ok(self.cache.get_entry(key)?.filter(|e| {
+            freshness::from_json(e.meta.headers.as_deref())
+                .get(freshness::FROM_URL)
+                .is_some_and(|from| from == url.as_str())
+        }))
     }
 
     fn ttl_for(&self, key: &str, opts: &FetchOptions, h: &Headers) -> Result<(String, Lifetime)> {

@@ -243,11 +243,26 @@ impl Config {
     /// variables from the process environment.
     ///
     /// # Errors
-    /// [`Error::Config`] naming the file and field; [`Error::Io`] if the file
-    /// cannot be read.
+    /// [`Error::Config`] naming the file and field (also for an empty file,
+    /// which is refused rather than read as "all defaults"); [`Error::Io`] if
+    /// the file cannot be read.
     pub fn load(path: impl AsRef<Path>) -> Result<Config> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        // A truncating save (or a file of comments only) would otherwise mean
+        // "all defaults": every feed and class override silently dropped.
+        if text
+            .lines()
+            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+        {
+            return Err(Error::Config {
+                source_name: path.display().to_string(),
+                field: "(file)".into(),
+                reason: "the file is empty (no YAML document); refusing it rather than \
+                         running on all defaults"
+                    .into(),
+            });
+        }
         Config::from_layers(Some((path.display().to_string(), &text)), std::env::vars())
     }
 

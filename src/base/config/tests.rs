@@ -106,6 +106,17 @@ fn bad_config_names_file_and_field() {
             "daemon.warm[0].key",
             "",
         ),
+        (
+            "classes:\n  odds: { prefix: 'odds:', ttl: 3000000d }\n",
+            "classes.odds.ttl",
+            "100 years",
+        ),
+        (
+            "classes:\n  odds: { prefix: 'odds:', ttl: 36526d }\n",
+            "classes.odds.ttl",
+            "100 years",
+        ),
+        ("cache:\n  default_ttl: 40000d\n", "cache.default_ttl", "100 years"),
     ];
     for (yaml, field, reason) in cases {
         let err = Config::from_layers(Some(("bad.yml".into(), yaml)), env(&[])).unwrap_err();
@@ -136,4 +147,32 @@ fn parses_units() {
     assert_eq!(Dur::parse("7d").unwrap().0.as_secs(), 7 * 86_400);
     assert!(Dur::parse("-1m").is_err());
     assert_eq!(Rate::parse("10000/month").unwrap().count, 10_000);
+}
+
+#[test]
+fn empty_config_file_is_refused_not_all_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    for text in ["", "\n  \n", "# all commented out\n# cache: {}\n"] {
+        let path = dir.path().join("runtime.yml");
+        std::fs::write(&path, text).unwrap();
+        let err = Config::load(&path).unwrap_err();
+        let msg = err.to_string();
+        assert_eq!(err.exit_code(), 2, "{msg}");
+        assert!(
+            msg.contains("runtime.yml") && msg.contains("empty"),
+            "{msg}"
+        );
+    }
+    let path = dir.path().join("ok.yml");
+    std::fs::write(&path, "cache: { max_size: 1GiB }\n").unwrap();
+    assert_eq!(Config::load(&path).unwrap().cache.max_size.0, 1 << 30);
+    let c = Config::from_layers(
+        Some((
+            "x.yml".into(),
+            "classes: { odds: { prefix: 'odds:', ttl: 36525d } }",
+        )),
+        env(&[]),
+    )
+    .unwrap();
+    assert_eq!(c.classes["odds"].ttl.0, crate::base::policy::MAX_TTL);
 }

@@ -24,6 +24,14 @@ impl Config {
         if c.max_value_size.0 > crate::base::limits::MAX_BLOB_BYTES {
             return err("cache.max_value_size", "must be at most 4GiB");
         }
+        for (f, d) in [
+            ("cache.default_ttl", c.default_ttl),
+            ("cleanup.gc_grace", self.cleanup.gc_grace),
+        ] {
+            if d.0 > crate::base::policy::MAX_TTL {
+                return err(f, "must be at most 100 years (36525d)");
+            }
+        }
         if c.access_flush.0.is_zero() {
             return err("cache.access_flush", "must be greater than zero");
         }
@@ -44,6 +52,12 @@ impl Config {
                 return err(
                     &format!("classes.{name}.ttl"),
                     "ttl must be greater than zero",
+                );
+            }
+            if class.ttl.0 > crate::base::policy::MAX_TTL {
+                return err(
+                    &format!("classes.{name}.ttl"),
+                    "ttl must be at most 100 years (36525d)",
                 );
             }
         }
