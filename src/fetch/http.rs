@@ -227,6 +227,20 @@ impl Fetcher {
     }
 }
 
+/// How the error of a body over the limit starts ([`body_too_large`]).
+pub(crate) const TOO_LARGE: &str = "body larger than cache.max_value_size";
+
+/// Whether `e` is a refusal of a body over `cache.max_value_size`: not
+/// transient, so retrying it every period would only download it again.
+pub fn body_too_large(e: &crate::base::error::Error) -> bool {
+    use crate::base::error::Error;
+    match e {
+        Error::Upstream { reason, .. } => reason.starts_with(TOO_LARGE),
+        Error::Shared { source } => body_too_large(source),
+        _ => false,
+    }
+}
+
 /// Reads a body, refusing more than `max` bytes (announced or streamed):
 /// an upstream that lies or floods must not fill memory before the put
 /// would refuse the value anyway.
@@ -236,12 +250,7 @@ async fn read_capped(
     mut resp: reqwest::Response,
     max: u64,
 ) -> Result<bytes::Bytes, (String, bool)> {
-    let too_large = || {
-        (
-            format!("body larger than cache.max_value_size ({max} bytes)"),
-            false,
-        )
-    };
+    let too_large = || (format!("{TOO_LARGE} ({max} bytes)"), false);
     if resp.content_length().is_some_and(|n| n > max) {
         return Err(too_large());
     }

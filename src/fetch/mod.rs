@@ -47,6 +47,7 @@ use crate::cache::{Cache, Entry, Put};
 pub use builder::FetcherBuilder;
 use builder::Settings;
 use freshness::{CacheControl, Headers, Lifetime};
+pub use http::body_too_large;
 use http::{Exchange, Validators};
 
 /// Options of one fetch.

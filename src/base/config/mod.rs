@@ -137,6 +137,11 @@ pub struct DaemonConfig {
     pub shutdown_grace: Dur,
     /// Warm-up requests in flight at once.
     pub warm_concurrency: usize,
+    /// Open connections to the endpoints at most; beyond it the oldest idle
+    /// one is closed.
+    pub max_connections: usize,
+    /// A client must send a complete request head within this long.
+    pub header_timeout: Dur,
     /// Loaded on start: a URL fetched into `key`, or a key for the loader.
     #[serde(default)]
     pub warm: Vec<WarmItem>,

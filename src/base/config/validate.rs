@@ -121,6 +121,12 @@ impl Config {
         if d.size_check.0.is_zero() {
             return err("daemon.size_check", "must be greater than zero".into());
         }
+        if d.max_connections == 0 {
+            return err("daemon.max_connections", "must be at least 1".into());
+        }
+        if d.header_timeout.0.is_zero() {
+            return err("daemon.header_timeout", "must be greater than zero".into());
+        }
         if d.warm_concurrency == 0 {
             return err("daemon.warm_concurrency", "must be at least 1".into());
         }
