@@ -159,7 +159,11 @@ pub struct WarmItem {
 }
 
 /// `redis:` — the shared tier between the local tiers and the upstream.
-#[derive(Clone, Serialize, Deserialize, PartialEq)]
+///
+/// Its secrets (the `password` field, a password inside `url`) never leave
+/// the process: `Serialize` (the daemon's `/v1/config`, `--json`) and
+/// `Debug` (logs) print them as `***`.
+#[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
     /// `redis://host:port/db` or `rediss://` (TLS); several comma-separated
@@ -201,6 +205,48 @@ impl Default for RedisConfig {
             max_backoff: Dur(Duration::from_secs(5)),
         }
     }
+}
+
+/// What [`RedisConfig`] serialises as: the same fields, secrets redacted.
+#[derive(Serialize)]
+struct RedisConfigShown<'a> {
+    url: Option<String>,
+    cluster: bool,
+    password: Option<&'static str>,
+    key_prefix: &'a str,
+    inline_max: Size,
+    max_blob_size: Size,
+    timeout: Dur,
+    grace: Dur,
+    lease_ttl: Dur,
+    max_backoff: Dur,
+}
+
+impl Serialize for RedisConfig {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        RedisConfigShown {
+            url: self.url.as_deref().map(redact_url),
+            cluster: self.cluster,
+            password: self.password.as_ref().map(|_| "***"),
+            key_prefix: &self.key_prefix,
+            inline_max: self.inline_max,
+            max_blob_size: self.max_blob_size,
+            timeout: self.timeout,
+            grace: self.grace,
+            lease_ttl: self.lease_ttl,
+            max_backoff: self.max_backoff,
+        }
+        .serialize(s)
+    }
+}
+
+/// Fields whose values may hold a secret: taken from the environment as
+/// strings (never re-parsed as YAML), and never quoted in an error.
+fn secret_field(path: &str) -> bool {
+    matches!(
+        path,
+        "redis.password" | "redis.url" | "redis_password" | "redis_url"
+    )
 }
 
 impl std::fmt::Debug for RedisConfig {
@@ -309,8 +355,13 @@ impl Config {
             let Some(rest) = name.strip_prefix("FRESHCACHE_") else {
                 continue;
             };
-            let parsed: Value = serde_yaml::from_str(&value).unwrap_or(Value::String(value));
-            if set_path(&mut tree, &rest.to_ascii_lowercase(), parsed) {
+            let lower = rest.to_ascii_lowercase();
+            let parsed: Value = if secret_field(&lower) {
+                Value::String(value)
+            } else {
+                serde_yaml::from_str(&value).unwrap_or(Value::String(value))
+            };
+            if set_path(&mut tree, &lower, parsed) {
                 env_names.push(name);
             }
         }
@@ -319,10 +370,18 @@ impl Config {
         } else {
             format!("{source_name} (with {})", env_names.join(", "))
         };
-        let config: Config = serde_path_to_error::deserialize(tree).map_err(|e| Error::Config {
-            source_name: source_name.clone(),
-            field: e.path().to_string(),
-            reason: e.inner().to_string(),
+        let config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
+            let field = e.path().to_string();
+            let reason = if secret_field(&field) {
+                "invalid value (not shown: it may hold a secret); expected a string".into()
+            } else {
+                e.inner().to_string()
+            };
+            Error::Config {
+                source_name: source_name.clone(),
+                field,
+                reason,
+            }
         })?;
         config.validate().map_err(|(field, reason)| Error::Config {
             source_name,
