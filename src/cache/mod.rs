@@ -144,10 +144,13 @@ impl Cache {
     /// A storage error.
     pub fn metrics(&self) -> Result<crate::cache::metrics::Exposition> {
         let stats = self.stats()?;
+        let tiers =
+            crate::cache::metrics::tiers(self.hot_tier_active(), self.inner.shared.is_some());
         Ok(crate::cache::metrics::render(
             &stats,
             self.disk_bytes()?,
             &self.inner.latency,
+            &tiers,
         ))
     }
 

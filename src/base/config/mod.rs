@@ -12,7 +12,7 @@ mod validate;
 pub use units::{Dur, Rate, Size};
 
 use serde::{Deserialize, Serialize};
-use serde_yaml::Value;
+use serde_norway::Value;
 
 use crate::base::error::{Error, Result};
 
@@ -334,12 +334,12 @@ impl Config {
         file: Option<(String, &str)>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config> {
-        let mut tree: Value = serde_yaml::from_str(EMBEDDED_DEFAULT).expect("embedded yaml");
+        let mut tree: Value = serde_norway::from_str(EMBEDDED_DEFAULT).expect("embedded yaml");
         let source_name = file
             .as_ref()
             .map_or("<embedded default>".to_string(), |f| f.0.clone());
         if let Some((name, text)) = file {
-            let layer: Value = serde_yaml::from_str(text).map_err(|e| Error::Config {
+            let layer: Value = serde_norway::from_str(text).map_err(|e| Error::Config {
                 source_name: name.clone(),
                 field: e
                     .location()
@@ -359,7 +359,7 @@ impl Config {
             let parsed: Value = if secret_field(&lower) {
                 Value::String(value)
             } else {
-                serde_yaml::from_str(&value).unwrap_or(Value::String(value))
+                serde_norway::from_str(&value).unwrap_or(Value::String(value))
             };
             if set_path(&mut tree, &lower, parsed) {
                 env_names.push(name);

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
-use serde_yaml::Value;
+use serde_norway::Value;
 
 /// A duration written `90s`, `5m`, `1h`, `7d` (or a number of seconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
