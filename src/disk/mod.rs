@@ -7,4 +7,8 @@ pub mod hot;
 pub mod index;
 pub mod stats;
 pub mod store;
+#[cfg(feature = "sled")]
+pub mod tier;
+#[cfg(not(feature = "sled"))]
+#[path = "tier_off.rs"]
 pub mod tier;

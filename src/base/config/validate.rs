@@ -111,6 +111,8 @@ impl Config {
 
     fn validate_daemon(&self) -> std::result::Result<(), (String, String)> {
         let err = |f: &str, r: String| Err((f.to_string(), r));
+        // The schedule is the daemon's: without it the expression is unused.
+        #[cfg(feature = "daemon")]
         if let Err(e) = self.cleanup.interval.parse::<croner::Cron>() {
             return err(
                 "cleanup.interval",
