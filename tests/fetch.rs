@@ -11,6 +11,8 @@ mod feeds;
 mod nginx;
 #[path = "fetch/robustness.rs"]
 mod robustness;
+#[path = "fetch/semantics.rs"]
+mod semantics;
 #[path = "fetch/urls.rs"]
 mod urls;
 #[path = "fetch/validators.rs"]
