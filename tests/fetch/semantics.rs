@@ -11,6 +11,8 @@ use http_cache_semantics::{CacheOptions, CachePolicy};
 
 const CLASS_TTL: Duration = Duration::from_secs(3600);
 
+type Headers<'a> = Vec<(&'a str, &'a str)>;
+
 /// (headers, freshcache's stored lifetime with `server_ttl: server`,
 /// the crate's time_to_live (None: not storable)).
 fn case(headers: &[(&str, &str)], now: SystemTime) -> (Lifetime, Option<Duration>) {
@@ -55,7 +57,7 @@ fn freshness_agrees_with_http_cache_semantics_where_the_rfc_is_explicit() {
     let s = Duration::from_secs;
     let fresh = Lifetime::Fresh;
     // (headers, freshcache, http-cache-semantics)
-    let agree: Vec<(Vec<(&str, &str)>, Lifetime, Option<Duration>)> = vec![
+    let agree: Vec<(Headers, Lifetime, Option<Duration>)> = vec![
         (
             vec![("cache-control", "max-age=60")],
             fresh(s(60)),
@@ -121,7 +123,7 @@ fn freshness_agrees_with_http_cache_semantics_where_the_rfc_is_explicit() {
     }
 
     // Where they differ, and what freshcache does instead.
-    let differ: Vec<(Vec<(&str, &str)>, Lifetime, Option<Duration>, &str)> = vec![
+    let differ: Vec<(Headers, Lifetime, Option<Duration>, &str)> = vec![
         (
             // No explicit freshness: the crate applies the 10% Last-Modified
             // heuristic (RFC 9111 §4.2.2, "MAY"); freshcache uses the class
