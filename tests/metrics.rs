@@ -145,6 +145,9 @@ fn inf003_names_mirror_the_freshcache_families() {
         value_of(&text, "cache_size_bytes{cache_type=\"disk\"}"),
         value_of(&text, "freshcache_disk_bytes")
     );
+    // moka counts its weights lazily; the one value put is at most in L1.
+    let memory = value_of(&text, "cache_size_bytes{cache_type=\"memory\"}");
+    assert!((0.0..=1024.0).contains(&memory), "{memory}");
     for l in text.lines().filter(|l| l.starts_with("# TYPE ")) {
         let mut f = l.split(' ').skip(2);
         let (name, kind) = (f.next().unwrap(), f.next().unwrap());

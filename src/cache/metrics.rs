@@ -107,6 +107,15 @@ impl Exposition {
     }
 }
 
+/// Bytes held by the local tiers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sizes {
+    /// Counted against the size cap (files + live index pages).
+    pub disk: u64,
+    /// L1's weighted size in this process (decompressed bytes + overhead).
+    pub memory: u64,
+}
+
 /// Tiers in lookup order, the ones this cache consults.
 pub(crate) fn tiers(hot: bool, redis: bool) -> Vec<Tier> {
     let mut t = vec![Tier::Memory];
@@ -141,7 +150,8 @@ fn by_tier(c: &crate::disk::stats::ClassStats, tiers: &[Tier]) -> Vec<(Tier, u64
 /// Renders the cache's metrics: the names fixed in DESIGN.md plus guard,
 /// 304 and size figures, and the seeds' INF-003 names (`cache_*`).
 /// `tiers`: the tiers this cache consults, in lookup order.
-pub fn render(stats: &Stats, disk_bytes: u64, latency: &Latency, tiers: &[Tier]) -> Exposition {
+pub fn render(stats: &Stats, sizes: Sizes, latency: &Latency, tiers: &[Tier]) -> Exposition {
+    let disk_bytes = sizes.disk;
     let mut e = Exposition::default();
     e.family(
         "freshcache_hits_total",
@@ -270,7 +280,7 @@ pub fn render(stats: &Stats, disk_bytes: u64, latency: &Latency, tiers: &[Tier])
     if stats.redis.configured {
         render_redis(&mut e, &stats.redis);
     }
-    render_inf003(&mut e, stats, disk_bytes, tiers);
+    render_inf003(&mut e, stats, sizes, tiers);
     e.histogram(
         "freshcache_get_duration_seconds",
         "Latency of get calls in this process.",
@@ -287,7 +297,7 @@ pub fn render(stats: &Stats, disk_bytes: u64, latency: &Latency, tiers: &[Tier])
 /// The names the seeds' INF-003 plan and dashboards query, beside the
 /// `freshcache_*` families they mirror: `cache_type` is the tier,
 /// `data_type` the class.
-fn render_inf003(e: &mut Exposition, stats: &Stats, disk_bytes: u64, tiers: &[Tier]) {
+fn render_inf003(e: &mut Exposition, stats: &Stats, sizes: Sizes, tiers: &[Tier]) {
     let mut hits = vec![0u64; tiers.len()];
     let mut misses = vec![0u64; tiers.len()];
     for c in stats.by_class.values() {
@@ -328,12 +338,17 @@ fn render_inf003(e: &mut Exposition, stats: &Stats, disk_bytes: u64, tiers: &[Ti
     e.family(
         "cache_size_bytes",
         "gauge",
-        "INF-003: bytes held by tier (cache_type): disk = freshcache_disk_bytes.",
+        "INF-003: bytes held by tier (cache_type): disk = freshcache_disk_bytes, memory = this process's L1.",
+    );
+    e.sample(
+        "cache_size_bytes",
+        &[("cache_type", "memory")],
+        sizes.memory as f64,
     );
     e.sample(
         "cache_size_bytes",
         &[("cache_type", "disk")],
-        disk_bytes as f64,
+        sizes.disk as f64,
     );
 }
 
