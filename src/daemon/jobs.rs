@@ -24,7 +24,8 @@ pub(crate) struct Jobs<S> {
     pub fetches: JoinSet<Fetched>,
     /// Feeds with a refresh in flight (one per feed at a time).
     in_flight: HashSet<String>,
-    /// Feeds whose body was over `cache.max_value_size`: (refusals in a
+    /// Feeds whose body was over their limit (`max_size`, at most
+    /// `cache.max_value_size`): (refusals in a
     /// row, no refresh before). Such a body is refused once and the feed
     /// backed off (max(every, 1h), doubling to 24h), not downloaded again
     /// every period; a success or a config reload clears it.
@@ -132,7 +133,7 @@ impl<S: FeedSource> Jobs<S> {
             feed = %name,
             refusals = n,
             backoff_s = delay / 1000,
-            "feed body over cache.max_value_size: not downloading it again before the backoff ends"
+            "feed body over its limit (max_size / cache.max_value_size): not downloading it again before the backoff ends"
         );
         self.backoff.insert(name.to_owned(), (n, until));
     }

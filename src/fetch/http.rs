@@ -102,6 +102,7 @@ impl Fetcher {
         &self,
         start: Url,
         validators: &Validators<'_>,
+        max_body: Option<u64>,
     ) -> Result<Exchange, Failure> {
         let mut url = start;
         let mut permanent = true;
@@ -202,6 +203,7 @@ impl Fetcher {
             if status == StatusCode::NOT_MODIFIED || status.is_success() {
                 let headers = resp.headers().clone();
                 let max = self.cache.config().cache.max_value_size.0;
+                let max = max_body.map_or(max, |m| m.min(max));
                 let body = match read_capped(resp, max).await {
                     Ok(b) => b,
                     Err((reason, transient)) => {
@@ -228,9 +230,9 @@ impl Fetcher {
 }
 
 /// How the error of a body over the limit starts ([`body_too_large`]).
-pub(crate) const TOO_LARGE: &str = "body larger than cache.max_value_size";
+pub(crate) const TOO_LARGE: &str = "body larger than the limit";
 
-/// Whether `e` is a refusal of a body over `cache.max_value_size`: not
+/// Whether `e` is a refusal of a body over its limit: not
 /// transient, so retrying it every period would only download it again.
 pub fn body_too_large(e: &crate::base::error::Error) -> bool {
     use crate::base::error::Error;
@@ -250,7 +252,11 @@ async fn read_capped(
     mut resp: reqwest::Response,
     max: u64,
 ) -> Result<bytes::Bytes, (String, bool)> {
-    let too_large = || (format!("{TOO_LARGE} ({max} bytes)"), false);
+    let too_large = || {
+        let what =
+            format!("{TOO_LARGE} ({max} bytes: cache.max_value_size or the feed's max_size)");
+        (what, false)
+    };
     if resp.content_length().is_some_and(|n| n > max) {
         return Err(too_large());
     }

@@ -61,6 +61,9 @@ pub struct FetchOptions {
     pub stale_if_error: bool,
     /// Revalidate even if the entry is still fresh.
     pub revalidate: bool,
+    /// Refuse a body larger than this (`cache.max_value_size` is the
+    /// ceiling and the default).
+    pub max_body: Option<u64>,
 }
 
 /// What a fetch did.
@@ -166,11 +169,12 @@ impl Fetcher {
         // URL and options (a caller that did not ask for stale-if-error must
         // never receive a stale copy someone else asked for).
         let id = format!(
-            "fetch\n{key}\n{parsed}\n{}{}{:?}{:?}",
+            "fetch\n{key}\n{parsed}\n{}{}{:?}{:?}{:?}",
             u8::from(opts.stale_if_error),
             u8::from(opts.revalidate),
             opts.ttl,
-            opts.class
+            opts.class,
+            opts.max_body
         );
         let flight = || self.fetch_now(parsed, key, opts);
         let (out, role) = self.cache.flights().run(&id, flight).await;
@@ -246,7 +250,7 @@ impl Fetcher {
             },
             None => Validators::default(),
         };
-        match self.exchange(start, &validators).await {
+        match self.exchange(start, &validators, opts.max_body).await {
             Err(f) => match entry {
                 Some(e)
                     if opts.stale_if_error

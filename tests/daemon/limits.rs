@@ -131,20 +131,24 @@ async fn a_feed_body_over_the_limit_is_refused_once_and_backed_off() {
     let dir = tempfile::tempdir().unwrap();
     let (origin, oaddr) = crate::harness::Origin::start().await;
     let (cfg, root) = (dir.path().join("runtime.yml"), dir.path().join("cache"));
-    // The harness's feed document is ~450 bytes: over a 200-byte limit.
+    // The harness's feed document is ~450 bytes: over huge's 200-byte limit.
     let feeds = format!(
-        "feeds:\n{}",
-        crate::harness::feed("huge", oaddr, "200ms", "")
+        "feeds:\n{}{}",
+        crate::harness::feed("huge", oaddr, "200ms", ", max_size: 200"),
+        crate::harness::feed("wire", oaddr, "200ms", "")
     );
-    write_config(&cfg, &root, "  max_value_size: 200\n", &feeds);
+    write_config(&cfg, &root, "", &feeds);
     let d = Daemon::start(&cfg, &dir.path().join("daemon.log"));
     let backoff = "freshcache_feed_refreshes_total{feed=\"huge\",outcome=\"backoff\"}";
     crate::harness::eventually("five periods backed off", &d, || async {
         crate::harness::value(&d.scrape().await, backoff) >= Some(5.0)
+            && origin.count("wire", 304) >= 5
     })
     .await;
-    // Five periods later, the body was downloaded once.
+    // Five periods later, the big body was downloaded once; the other feed
+    // (no limit of its own) refreshed all along.
     assert_eq!(origin.count("huge", 200), 1, "log:\n{}", read(&d.log));
+    assert_eq!(origin.count("huge", 304), 0);
     let m = d.scrape().await;
     assert_eq!(
         crate::harness::value(
@@ -154,5 +158,5 @@ async fn a_feed_body_over_the_limit_is_refused_once_and_backed_off() {
         Some(1.0),
         "{m}"
     );
-    assert!(read(&d.log).contains("max_value_size"), "{}", read(&d.log));
+    assert!(read(&d.log).contains("max_size"), "{}", read(&d.log));
 }

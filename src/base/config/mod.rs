@@ -123,6 +123,10 @@ pub struct FeedConfig {
     pub every: Dur,
     #[serde(default)]
     pub class: Option<String>,
+    /// A body larger than this is refused (default and ceiling:
+    /// `cache.max_value_size`), and the feed backed off.
+    #[serde(default)]
+    pub max_size: Option<Size>,
 }
 
 /// `daemon:` — `freshcache run`.

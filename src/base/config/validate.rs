@@ -99,6 +99,9 @@ impl Config {
                     );
                 }
             }
+            if feed.max_size.is_some_and(|m| m.0 == 0) {
+                return err(&format!("feeds[{i}].max_size"), "must be greater than zero");
+            }
             if feed.every.0.is_zero() {
                 return err(&format!("feeds[{i}].every"), "must be greater than zero");
             }
