@@ -25,19 +25,34 @@
 //! assert_eq!(cache.invalidate("odds:*")?, 1);
 //! # Ok::<(), freshcache::Error>(())
 //! ```
+//!
+//! ## Features
+//! `default = ["cli", "daemon", "fetch", "redis", "sled"]`. The core cache
+//! needs none of them: `cli` is the binary's (clap, indicatif, anyhow,
+//! tracing-subscriber), `daemon` the scheduler and endpoints (axum, notify,
+//! croner; implies `fetch`), `fetch` the HTTP fetcher and feeds (reqwest,
+//! feed-rs), `redis` the shared tier, `sled` the persistent hot tier.
 // `unsafe` is denied everywhere but src/disk/seq.rs (a shared-memory
 // counter; see the SAFETY argument there).
 #![deny(unsafe_code)]
 #![warn(missing_debug_implementations)]
 #![warn(missing_docs)]
+// Items of the core only the optional layers call are dead without them.
+#![cfg_attr(
+    not(all(feature = "fetch", feature = "redis", feature = "daemon")),
+    allow(dead_code, unused_imports)
+)]
 
 mod base;
 mod cache;
+#[cfg(feature = "daemon")]
 pub mod daemon;
 mod disk;
+#[cfg(feature = "fetch")]
 pub mod fetch;
 mod maint;
 mod open;
+#[cfg(feature = "redis")]
 pub mod redis;
 
 pub use base::clock::{Clock, ManualClock, Millis, SystemClock};
@@ -54,6 +69,8 @@ pub use disk::blob::Digest;
 pub use disk::stats::{
     Measured, QuotaStats, RedisStats, RefreshAheadStats, Stats, Tier, TtlEvidence,
 };
+#[cfg(feature = "fetch")]
 pub use fetch::{FetchOptions, FetchOutcome, Fetcher, FetcherBuilder, Outcome};
 pub use maint::{EvictionReport, GcReport, Problem, Progress, RecoverReport, VerifyReport};
+#[cfg(feature = "redis")]
 pub use redis::{Lease, LeaseOutcome, RedisTier};

@@ -4,12 +4,15 @@
 //! tier and its coordinator.
 
 use std::path::Path;
+#[cfg(feature = "redis")]
 use std::sync::Arc;
 
 use crate::base::config::Config;
 use crate::base::error::Result;
+#[cfg(feature = "redis")]
 use crate::cache::plug::{Coordinator, SharedTier};
 use crate::cache::{Cache, CacheBuilder};
+#[cfg(feature = "redis")]
 use crate::redis::RedisTier;
 
 impl CacheBuilder {
@@ -23,15 +26,22 @@ impl CacheBuilder {
     /// if the index is not a SQLite database, [`crate::Error::Config`] for a
     /// Redis URL the client cannot parse.
     pub fn open(self) -> Result<Cache> {
-        match RedisTier::from_config(self.config_ref())? {
-            Some(tier) => {
-                let tier = Arc::new(tier);
-                let shared: Arc<dyn SharedTier> = tier.clone();
-                let coordinator: Arc<dyn Coordinator> = tier;
-                self.build(Some(shared), Some(coordinator))
-            }
-            None => self.build(None, None),
+        #[cfg(feature = "redis")]
+        if let Some(tier) = RedisTier::from_config(self.config_ref())? {
+            let tier = Arc::new(tier);
+            let shared: Arc<dyn SharedTier> = tier.clone();
+            let coordinator: Arc<dyn Coordinator> = tier;
+            return self.build(Some(shared), Some(coordinator));
         }
+        #[cfg(not(feature = "redis"))]
+        if self.config_ref().redis.url.is_some() {
+            return Err(crate::Error::Config {
+                source_name: "runtime config".into(),
+                field: "redis.url".into(),
+                reason: "set, but this freshcache was built without the `redis` feature".into(),
+            });
+        }
+        self.build(None, None)
     }
 }
 

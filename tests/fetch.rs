@@ -11,6 +11,10 @@ mod feeds;
 mod nginx;
 #[path = "fetch/robustness.rs"]
 mod robustness;
+#[path = "fetch/semantics.rs"]
+mod semantics;
+#[path = "fetch/urls.rs"]
+mod urls;
 #[path = "fetch/validators.rs"]
 mod validators;
 

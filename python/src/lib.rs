@@ -875,6 +875,7 @@ impl PyCache {
             ttl: duration(py, ttl, "ttl")?,
             stale_if_error,
             revalidate,
+            ..FetchOptions::default()
         };
         let st = self.state(py)?;
         let rt = Self::rt(py)?;

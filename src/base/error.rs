@@ -44,6 +44,12 @@ pub enum Error {
         /// The class named.
         class: String,
     },
+    /// A TTL longer than 100 years (`policy::MAX_TTL`); nothing is stored.
+    #[error("TTL of {ttl_secs}s is longer than 100 years (the longest accepted is 36525d)")]
+    InvalidTtl {
+        /// The TTL asked for, in seconds.
+        ttl_secs: u64,
+    },
     /// A value is larger than `cache.max_value_size`.
     #[error("value of {size} bytes exceeds the maximum of {max} bytes")]
     TooLarge {
@@ -187,6 +193,7 @@ impl Error {
             | Error::InvalidPattern { .. }
             | Error::Config { .. }
             | Error::UnknownClass { .. }
+            | Error::InvalidTtl { .. }
             | Error::TooLarge { .. }
             | Error::Json { .. } => 2,
             Error::Stale(_) => 3,

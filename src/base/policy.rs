@@ -10,6 +10,13 @@ use crate::base::key::Key;
 /// The class of keys that no configured prefix matches.
 pub const DEFAULT_CLASS: &str = "default";
 
+/// The longest TTL anything may give an entry: 100 years (`36525d`). Class
+/// TTLs above it are refused by config validation, a put's TTL above it by
+/// [`Classes::resolve`] ([`Error::InvalidTtl`], exit 2), and a server's
+/// `max-age` / `Expires` is clamped to it. So every computed expiry stays far
+/// inside what `i64` milliseconds and RFC 3339 can represent.
+pub const MAX_TTL: Duration = Duration::from_secs(36_525 * 86_400);
+
 /// Whether an entry is usable as a fresh signal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -145,13 +152,17 @@ impl Classes {
     /// `ttl` overrides the class TTL.
     ///
     /// # Errors
-    /// [`Error::UnknownClass`] when `class` names no configured class.
+    /// [`Error::UnknownClass`] when `class` names no configured class;
+    /// [`Error::InvalidTtl`] when `ttl` is longer than [`MAX_TTL`].
     pub fn resolve(
         &self,
         key: &Key,
         class: Option<&str>,
         ttl: Option<Duration>,
     ) -> Result<(String, Duration)> {
+        if let Some(t) = ttl {
+            check_ttl(t)?;
+        }
         let (name, class_ttl) = match class {
             Some(DEFAULT_CLASS) => (DEFAULT_CLASS.to_string(), self.default_ttl),
             Some(c) => self
@@ -185,6 +196,19 @@ impl Classes {
                 |(n, _, t)| (n.clone(), *t),
             )
     }
+}
+
+/// Refuses a TTL longer than [`MAX_TTL`].
+///
+/// # Errors
+/// [`Error::InvalidTtl`].
+pub fn check_ttl(ttl: Duration) -> Result<()> {
+    if ttl > MAX_TTL {
+        return Err(Error::InvalidTtl {
+            ttl_secs: ttl.as_secs(),
+        });
+    }
+    Ok(())
 }
 
 /// `created_at + ttl`, saturating.
@@ -284,6 +308,20 @@ mod tests {
         );
         let e = bad("classes:\n  players: { prefix: 'p:', ttl: 1h, windows: [{ from: 2026-03-01, to: 2026-03-11, ttl: 0s }] }\n");
         assert!(e.contains("classes.players.windows[0].ttl"), "{e}");
+    }
+
+    #[test]
+    fn ttl_over_100_years_is_refused_not_stored() {
+        let c = classes("");
+        let k = Key::new("odds:far:1").unwrap();
+        let far = Duration::from_secs(3_000_000 * 86_400);
+        let e = c.resolve(&k, None, Some(far)).unwrap_err();
+        assert!(matches!(e, Error::InvalidTtl { .. }), "{e}");
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("100 years"), "{e}");
+        let e = c.resolve(&k, None, Some(Duration::MAX)).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert_eq!(c.resolve(&k, None, Some(MAX_TTL)).unwrap().1, MAX_TTL);
     }
 
     #[test]

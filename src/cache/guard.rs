@@ -252,8 +252,10 @@ impl<'a> Guard<'a> {
     /// `None` if `row` is acceptable at `at`, else why not.
     fn judge(&self, row: &Row, at: Millis) -> Option<StaleSignal> {
         let row = &self.cache.effective(row.clone(), at);
-        let age = at - row.created_at;
-        let ttl = row.expires_at - row.created_at;
+        // Saturating: a stored instant may be anything (an older version, an
+        // absurd TTL, a damaged row); judging it must not overflow.
+        let age = at.saturating_sub(row.created_at);
+        let ttl = row.expires_at.saturating_sub(row.created_at);
         let refuse = |reason, limit: i64, over: i64| StaleSignal {
             requirement: String::new(),
             key: Some(row.key.clone()),
@@ -264,10 +266,14 @@ impl<'a> Guard<'a> {
             over_by_ms: Some(over),
         };
         if age < 0 {
-            return Some(refuse(StaleReason::FromTheFuture, 0, -age));
+            return Some(refuse(StaleReason::FromTheFuture, 0, age.saturating_neg()));
         }
         if !Freshness::at(row.expires_at, at).is_fresh() {
-            return Some(refuse(StaleReason::Expired, ttl, at - row.expires_at));
+            return Some(refuse(
+                StaleReason::Expired,
+                ttl,
+                at.saturating_sub(row.expires_at),
+            ));
         }
         let max_age = [self.max_age, self.class_max_age.get(&row.class).copied()]
             .into_iter()
@@ -275,7 +281,7 @@ impl<'a> Guard<'a> {
             .min()
             .map(|d| d.as_millis() as i64);
         match max_age {
-            Some(m) if age >= m => Some(refuse(StaleReason::TooOld, m, age - m)),
+            Some(m) if age >= m => Some(refuse(StaleReason::TooOld, m, age.saturating_sub(m))),
             _ => None,
         }
     }

@@ -7,6 +7,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::base::names::Tier;
 use crate::disk::stats::Stats;
 
 /// Upper bounds of the latency buckets, in seconds.
@@ -106,9 +107,51 @@ impl Exposition {
     }
 }
 
+/// Bytes held by the local tiers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sizes {
+    /// Counted against the size cap (files + live index pages).
+    pub disk: u64,
+    /// L1's weighted size in this process (decompressed bytes + overhead).
+    pub memory: u64,
+}
+
+/// Tiers in lookup order, the ones this cache consults.
+pub(crate) fn tiers(hot: bool, redis: bool) -> Vec<Tier> {
+    let mut t = vec![Tier::Memory];
+    if hot {
+        t.push(Tier::Hot);
+    }
+    t.push(Tier::Disk);
+    if redis {
+        t.push(Tier::Redis);
+    }
+    t
+}
+
+/// Per tier (in lookup order): (hits, misses) of one class. A tier's misses
+/// are the lookups it could not answer: they went on to a lower tier (and
+/// hit there) or missed everywhere, so the last tier's misses are the final
+/// misses and `hits / (hits + misses)` is that tier's own hit ratio. Derived
+/// from the persisted per-tier hit counters and the final misses, so the
+/// read path counts nothing more.
+fn by_tier(c: &crate::disk::stats::ClassStats, tiers: &[Tier]) -> Vec<(Tier, u64, u64)> {
+    let hits = |t: &Tier| c.hits.get(t.as_str()).copied().unwrap_or(0);
+    tiers
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let below: u64 = tiers[i + 1..].iter().map(hits).sum();
+            (*t, hits(t), below + c.misses)
+        })
+        .collect()
+}
+
 /// Renders the cache's metrics: the names fixed in DESIGN.md plus guard,
-/// 304 and size figures.
-pub fn render(stats: &Stats, disk_bytes: u64, latency: &Latency) -> Exposition {
+/// 304 and size figures, and the seeds' INF-003 names (`cache_*`).
+/// `tiers`: the tiers this cache consults, in lookup order.
+pub fn render(stats: &Stats, sizes: Sizes, latency: &Latency, tiers: &[Tier]) -> Exposition {
+    let disk_bytes = sizes.disk;
     let mut e = Exposition::default();
     e.family(
         "freshcache_hits_total",
@@ -127,12 +170,13 @@ pub fn render(stats: &Stats, disk_bytes: u64, latency: &Latency) -> Exposition {
     e.family(
         "freshcache_misses_total",
         "counter",
-        "Cache misses (missing or expired) by class.",
+        "Lookups that missed every tier (missing or expired), by class; tier is the last tier consulted.",
     );
+    let last = tiers.last().map_or("disk", |t| t.as_str());
     for (class, c) in &stats.by_class {
         e.sample(
             "freshcache_misses_total",
-            &[("class", class)],
+            &[("tier", last), ("class", class)],
             c.misses as f64,
         );
     }
@@ -198,7 +242,7 @@ pub fn render(stats: &Stats, disk_bytes: u64, latency: &Latency) -> Exposition {
         stats.upstream_calls_avoided as f64,
     );
     e.single(
-        "freshcache_bytes_saved_by_304_total",
+        "freshcache_saved_by_304_bytes_total",
         "counter",
         "Body bytes not transferred thanks to 304 responses.",
         stats.bytes_saved_by_304 as f64,
@@ -237,6 +281,7 @@ pub fn render(stats: &Stats, disk_bytes: u64, latency: &Latency) -> Exposition {
         render_redis(&mut e, &stats.redis);
     }
     render_freshness(&mut e, stats);
+    render_inf003(&mut e, stats, sizes, tiers);
     e.histogram(
         "freshcache_get_duration_seconds",
         "Latency of get calls in this process.",
@@ -351,6 +396,64 @@ fn render_freshness(e: &mut Exposition, stats: &Stats) {
     );
 }
 
+/// The names the seeds' INF-003 plan and dashboards query, beside the
+/// `freshcache_*` families they mirror: `cache_type` is the tier,
+/// `data_type` the class.
+fn render_inf003(e: &mut Exposition, stats: &Stats, sizes: Sizes, tiers: &[Tier]) {
+    let mut hits = vec![0u64; tiers.len()];
+    let mut misses = vec![0u64; tiers.len()];
+    for c in stats.by_class.values() {
+        for (i, (_, h, m)) in by_tier(c, tiers).into_iter().enumerate() {
+            hits[i] += h;
+            misses[i] += m;
+        }
+    }
+    for (name, help, values) in [
+        (
+            "cache_hit_total",
+            "INF-003: hits by tier (cache_type); = sum by tier of freshcache_hits_total.",
+            &hits,
+        ),
+        (
+            "cache_miss_total",
+            "INF-003: lookups a tier could not answer, by tier (cache_type); = sum by tier of freshcache_misses_total.",
+            &misses,
+        ),
+    ] {
+        e.family(name, "counter", help);
+        for (t, v) in tiers.iter().zip(values) {
+            e.sample(name, &[("cache_type", t.as_str())], *v as f64);
+        }
+    }
+    e.family(
+        "ttl_violation_total",
+        "counter",
+        "INF-003: signals refused by the staleness guard by class (data_type); = freshcache_ttl_violations_total.",
+    );
+    for (class, c) in &stats.by_class {
+        e.sample(
+            "ttl_violation_total",
+            &[("data_type", class)],
+            c.ttl_violations as f64,
+        );
+    }
+    e.family(
+        "cache_size_bytes",
+        "gauge",
+        "INF-003: bytes held by tier (cache_type): disk = freshcache_disk_bytes, memory = this process's L1.",
+    );
+    e.sample(
+        "cache_size_bytes",
+        &[("cache_type", "memory")],
+        sizes.memory as f64,
+    );
+    e.sample(
+        "cache_size_bytes",
+        &[("cache_type", "disk")],
+        sizes.disk as f64,
+    );
+}
+
 /// The Redis tier's families (hits are in `freshcache_hits_total{tier="redis"}`).
 fn render_redis(e: &mut Exposition, r: &crate::disk::stats::RedisStats) {
     e.single(
@@ -442,6 +545,25 @@ mod tests {
         assert!(out.contains("x_bucket{le=\"1\"} 2\n"), "{out}");
         assert!(out.contains("x_bucket{le=\"+Inf\"} 3\n"), "{out}");
         assert!(out.contains("x_count 3\n"), "{out}");
+    }
+
+    #[test]
+    fn a_tier_misses_what_lower_tiers_answered_plus_the_final_misses() {
+        let mut c = crate::disk::stats::ClassStats::default();
+        c.hits.insert("memory".into(), 5);
+        c.hits.insert("disk".into(), 3);
+        c.hits.insert("redis".into(), 2);
+        c.misses = 1;
+        let t = tiers(false, true);
+        assert_eq!(
+            by_tier(&c, &t),
+            vec![
+                (Tier::Memory, 5, 6),
+                (Tier::Disk, 3, 3),
+                (Tier::Redis, 2, 1)
+            ]
+        );
+        assert_eq!(by_tier(&c, &tiers(false, false))[1], (Tier::Disk, 3, 1));
     }
 
     #[test]

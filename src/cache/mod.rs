@@ -148,10 +148,17 @@ impl Cache {
     /// A storage error.
     pub fn metrics(&self) -> Result<crate::cache::metrics::Exposition> {
         let stats = self.stats()?;
+        let tiers =
+            crate::cache::metrics::tiers(self.hot_tier_active(), self.inner.shared.is_some());
+        let sizes = crate::cache::metrics::Sizes {
+            disk: self.disk_bytes()?,
+            memory: self.inner.l1.weighted_size(),
+        };
         Ok(crate::cache::metrics::render(
             &stats,
-            self.disk_bytes()?,
+            sizes,
             &self.inner.latency,
+            &tiers,
         ))
     }
 

@@ -116,7 +116,7 @@ impl Meta {
     pub(crate) fn from_row(row: Row, now: Millis) -> Meta {
         Meta {
             freshness: Freshness::at(row.expires_at, now),
-            age_ms: now - row.created_at,
+            age_ms: now.saturating_sub(row.created_at),
             key: row.key,
             hash: row.hash,
             class: row.class,

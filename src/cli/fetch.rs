@@ -53,6 +53,7 @@ pub fn fetch(cache: &Cache, args: FetchArgs) -> anyhow::Result<Status> {
         ttl: args.ttl,
         stale_if_error: args.stale_if_error,
         revalidate: args.revalidate,
+        ..FetchOptions::default()
     };
     let fetcher = Fetcher::new(cache)?;
     let out = runtime()?.block_on(fetcher.fetch(&args.url, &args.key, &opts))?;

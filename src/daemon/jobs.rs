@@ -2,7 +2,7 @@
 //! per feed), eviction passes (a blocking thread, one at a time), the size
 //! check and the monitoring thresholds.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use tokio::task::{JoinError, JoinSet};
@@ -10,7 +10,8 @@ use tokio::task::{JoinError, JoinSet};
 use super::http::{self, Shared};
 use super::schedule::Job;
 use super::source::{FeedSource, Outcome, Refresh};
-use crate::base::error::Result;
+use crate::base::clock::Millis;
+use crate::base::error::{Error, Result};
 use crate::maint::EvictionReport;
 
 pub(crate) type Fetched = (String, Result<Refresh>);
@@ -23,6 +24,12 @@ pub(crate) struct Jobs<S> {
     pub fetches: JoinSet<Fetched>,
     /// Feeds with a refresh in flight (one per feed at a time).
     in_flight: HashSet<String>,
+    /// Feeds whose body was over their limit (`max_size`, at most
+    /// `cache.max_value_size`): (refusals in a
+    /// row, no refresh before). Such a body is refused once and the feed
+    /// backed off (max(every, 1h), doubling to 24h), not downloaded again
+    /// every period; a success or a config reload clears it.
+    backoff: HashMap<String, (u32, Millis)>,
     /// At most one eviction pass.
     pub evictions: JoinSet<Evicted>,
     /// (hit ratio low, TTL violations high) at the last check; warn on change.
@@ -36,6 +43,7 @@ impl<S: FeedSource> Jobs<S> {
             source,
             fetches: JoinSet::new(),
             in_flight: HashSet::new(),
+            backoff: HashMap::new(),
             evictions: JoinSet::new(),
             alerts: None,
         }
@@ -57,6 +65,13 @@ impl<S: FeedSource> Jobs<S> {
         let Some(feed) = config.feeds.iter().find(|f| f.name == name).cloned() else {
             return;
         };
+        if let Some((_, until)) = self.backoff.get(&name) {
+            if self.shared.cache.now() < *until {
+                self.shared.metrics.feed(&name, "backoff");
+                tracing::debug!(feed = %name, "body over the limit last time; backing off");
+                return;
+            }
+        }
         if !self.in_flight.insert(name.clone()) {
             tracing::debug!(feed = %name, "previous refresh still running; skipped");
             return;
@@ -73,6 +88,7 @@ impl<S: FeedSource> Jobs<S> {
         self.in_flight.remove(&name);
         match result {
             Ok(r) => {
+                self.backoff.remove(&name);
                 self.shared.metrics.feed(&name, r.outcome.label());
                 tracing::info!(
                     feed = %name,
@@ -89,8 +105,42 @@ impl<S: FeedSource> Jobs<S> {
             Err(e) => {
                 self.shared.metrics.feed(&name, "error");
                 tracing::warn!(feed = %name, outcome = "error", error = %e, "feed refresh");
+                self.back_off(&name, &e);
             }
         }
+    }
+
+    /// After a body over the limit: no refresh of `name` for max(every, 1h),
+    /// doubling per refusal in a row up to 24h.
+    fn back_off(&mut self, name: &str, e: &Error) {
+        if !crate::fetch::body_too_large(e) {
+            return;
+        }
+        let config = self.shared.cache.config();
+        let every = config
+            .feeds
+            .iter()
+            .find(|f| f.name == name)
+            .map_or(0, |f| f.every.0.as_millis() as Millis);
+        let n = self.backoff.get(name).map_or(0, |b| b.0) + 1;
+        const HOUR: Millis = 3_600_000;
+        let delay = every
+            .max(HOUR)
+            .saturating_mul(1 << (n - 1).min(5))
+            .min(24 * HOUR);
+        let until = self.shared.cache.now().saturating_add(delay);
+        tracing::warn!(
+            feed = %name,
+            refusals = n,
+            backoff_s = delay / 1000,
+            "feed body over its limit (max_size / cache.max_value_size): not downloading it again before the backoff ends"
+        );
+        self.backoff.insert(name.to_owned(), (n, until));
+    }
+
+    /// A reloaded config may have raised the limit or moved the feed.
+    pub fn config_changed(&mut self) {
+        self.backoff.clear();
     }
 
     /// Starts a watermark pass when stored bytes are above the high watermark.

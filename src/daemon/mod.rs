@@ -10,6 +10,7 @@ mod jobs;
 mod refresh;
 mod reload;
 pub mod schedule;
+mod serve;
 mod source;
 mod upstream;
 mod warm;
@@ -170,17 +171,17 @@ impl Daemon {
         let source = Arc::new(source);
         let (stop_tx, stop_rx) = watch::channel(false);
 
-        let mut server_stop = stop_rx.clone();
-        let server = axum::serve(listener, http::router(shared.clone())).with_graceful_shutdown(
-            async move {
-                let _ = server_stop.wait_for(|s| *s).await;
-            },
-        );
-        let server = tokio::spawn(async move {
-            if let Err(e) = server.await {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        });
+        let limits = serve::Limits {
+            max_connections: config.daemon.max_connections,
+            header_timeout: config.daemon.header_timeout.0,
+            grace: config.daemon.shutdown_grace.0,
+        };
+        let server = tokio::spawn(serve::serve(
+            listener,
+            http::router(shared.clone()),
+            limits,
+            stop_rx.clone(),
+        ));
 
         let (config_tx, mut config_rx) = mpsc::channel::<Config>(4);
         let _watcher = match &options.config_path {
@@ -229,7 +230,10 @@ impl Daemon {
                         }));
                     }
                 }
-                Some(new) = config_rx.recv() => apply(&shared, &mut schedule, new),
+                Some(new) = config_rx.recv() => {
+                    apply(&shared, &mut schedule, new);
+                    jobs.config_changed();
+                }
                 Some(done) = jobs.fetches.join_next(), if !jobs.fetches.is_empty() => {
                     jobs.fetched(done);
                 }

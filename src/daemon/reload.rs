@@ -125,6 +125,25 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_file_is_rejected_and_the_feeds_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = shared(dir.path());
+        let f = dir.path().join("runtime.yml");
+        std::fs::write(
+            &f,
+            "feeds:\n  - { name: wire, url: 'http://127.0.0.1:1/w.xml', every: 5m }\n",
+        )
+        .unwrap();
+        s.cache.set_config(load(&f, &s).unwrap());
+        for truncated in ["", "\n", "# saved half way\n"] {
+            std::fs::write(&f, truncated).unwrap();
+            assert!(load(&f, &s).is_none(), "{truncated:?} accepted");
+        }
+        assert_eq!(s.metrics.reload_errors.load(Ordering::Relaxed), 3);
+        assert_eq!(s.cache.config().feeds.len(), 1);
+    }
+
+    #[test]
     fn a_valid_change_keeps_the_running_root() {
         let dir = tempfile::tempdir().unwrap();
         let s = shared(dir.path());

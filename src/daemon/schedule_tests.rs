@@ -13,6 +13,7 @@ fn feed(name: &str, every: Duration) -> FeedConfig {
         url: format!("http://127.0.0.1:1/{name}.xml"),
         every: Dur(every),
         class: None,
+        max_size: None,
     }
 }
 

@@ -126,6 +126,7 @@ async fn run_with_refreshes_feeds_and_stops_on_shutdown() {
         url: "http://127.0.0.1:1/r.xml".into(),
         every: crate::base::config::Dur(Duration::from_millis(20)),
         class: None,
+        max_size: None,
     }];
     let cache = Cache::with_config(c).unwrap();
     let options = Options {

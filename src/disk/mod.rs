@@ -9,4 +9,8 @@ pub mod reserve;
 pub mod seq;
 pub mod stats;
 pub mod store;
+#[cfg(feature = "sled")]
+pub mod tier;
+#[cfg(not(feature = "sled"))]
+#[path = "tier_off.rs"]
 pub mod tier;

@@ -82,7 +82,7 @@ impl Recorder {
                 }
             }
         }
-        let move_lru = stored_access.is_none_or(|a| now - a >= self.window_ms);
+        let move_lru = stored_access.is_none_or(|a| now.saturating_sub(a) >= self.window_ms);
         match p.access.get_mut(key) {
             Some(a) => {
                 a.hits += 1;

@@ -206,6 +206,7 @@ pub async fn refresh(fetcher: &Fetcher, feed: &FeedConfig) -> Result<FeedReport>
     let opts = FetchOptions {
         ttl: Some(feed.every.0),
         revalidate: true,
+        max_body: feed.max_size.map(|s| s.0),
         ..FetchOptions::default()
     };
     let doc = document_key(&feed.name);

@@ -12,6 +12,7 @@ use reqwest::header::HeaderMap;
 
 use crate::base::clock::Millis;
 use crate::base::config::ServerTtl;
+use crate::base::policy;
 
 /// Response headers as stored with an entry: lowercase name → value.
 pub type Headers = BTreeMap<String, String>;
@@ -158,7 +159,10 @@ fn http_date_ms(v: &str) -> Option<Millis> {
 }
 
 /// The server's freshness lifetime, if it states one: `max-age`, else
-/// `Expires - Date` (an unparsable Expires means already expired), minus `Age`.
+/// `Expires - Date` (an unparsable Expires means already expired), minus `Age`,
+/// clamped to [`policy::MAX_TTL`] (100 years): a `max-age=99999999999` or an
+/// `Expires` in the year 9999 means "as long as the cache allows", never an
+/// instant past what the index and RFC 3339 can hold.
 pub fn server_lifetime(h: &Headers, now: Millis) -> Option<Duration> {
     let cc = CacheControl::of(h);
     let lifetime_ms = if let Some(secs) = cc.max_age {
@@ -172,9 +176,8 @@ pub fn server_lifetime(h: &Headers, now: Millis) -> Option<Duration> {
         .get("age")
         .and_then(|a| a.trim().parse::<i64>().ok())
         .map_or(0, |a| a.saturating_mul(1000));
-    Some(Duration::from_millis(
-        lifetime_ms.saturating_sub(age_ms).max(0) as u64,
-    ))
+    let ms = lifetime_ms.saturating_sub(age_ms).max(0) as u64;
+    Some(Duration::from_millis(ms).min(policy::MAX_TTL))
 }
 
 /// The lifetime to store: `no-store` and `no-cache` first, then the server's
@@ -296,6 +299,27 @@ mod tests {
         let h = headers(&[("expires", "0")]);
         assert_eq!(server_lifetime(&h, 0), Some(Duration::ZERO));
         assert_eq!(server_lifetime(&Headers::new(), 0), None);
+    }
+
+    #[test]
+    fn absurd_max_age_and_expires_are_clamped_to_100_years() {
+        for h in [
+            headers(&[("cache-control", "max-age=18446744073709551615")]),
+            headers(&[("cache-control", "max-age=99999999999")]),
+            headers(&[
+                ("date", "Sun, 22 Nov 2026 10:00:00 GMT"),
+                ("expires", "Fri, 31 Dec 9999 23:59:59 GMT"),
+            ]),
+        ] {
+            assert_eq!(server_lifetime(&h, 0), Some(policy::MAX_TTL), "{h:?}");
+            assert_eq!(
+                lifetime(&h, HOUR, ServerTtl::Server, 0),
+                Lifetime::Fresh(policy::MAX_TTL)
+            );
+        }
+        // An Expires before the epoch or garbage: already expired.
+        let h = headers(&[("expires", "Thu, 01 Jan 1900 00:00:00 GMT")]);
+        assert_eq!(server_lifetime(&h, 0), Some(Duration::ZERO));
     }
 
     #[test]

@@ -102,6 +102,7 @@ impl Fetcher {
         &self,
         start: Url,
         validators: &Validators<'_>,
+        max_body: Option<u64>,
     ) -> Result<Exchange, Failure> {
         let mut url = start;
         let mut permanent = true;
@@ -202,6 +203,7 @@ impl Fetcher {
             if status == StatusCode::NOT_MODIFIED || status.is_success() {
                 let headers = resp.headers().clone();
                 let max = self.cache.config().cache.max_value_size.0;
+                let max = max_body.map_or(max, |m| m.min(max));
                 let body = match read_capped(resp, max).await {
                     Ok(b) => b,
                     Err((reason, transient)) => {
@@ -227,6 +229,20 @@ impl Fetcher {
     }
 }
 
+/// How the error of a body over the limit starts ([`body_too_large`]).
+pub(crate) const TOO_LARGE: &str = "body larger than the limit";
+
+/// Whether `e` is a refusal of a body over its limit: not
+/// transient, so retrying it every period would only download it again.
+pub fn body_too_large(e: &crate::base::error::Error) -> bool {
+    use crate::base::error::Error;
+    match e {
+        Error::Upstream { reason, .. } => reason.starts_with(TOO_LARGE),
+        Error::Shared { source } => body_too_large(source),
+        _ => false,
+    }
+}
+
 /// Reads a body, refusing more than `max` bytes (announced or streamed):
 /// an upstream that lies or floods must not fill memory before the put
 /// would refuse the value anyway.
@@ -237,10 +253,9 @@ async fn read_capped(
     max: u64,
 ) -> Result<bytes::Bytes, (String, bool)> {
     let too_large = || {
-        (
-            format!("body larger than cache.max_value_size ({max} bytes)"),
-            false,
-        )
+        let what =
+            format!("{TOO_LARGE} ({max} bytes: cache.max_value_size or the feed's max_size)");
+        (what, false)
     };
     if resp.content_length().is_some_and(|n| n > max) {
         return Err(too_large());

@@ -19,6 +19,8 @@
 //! - Read timeouts and cut-short bodies are not retried (connect errors,
 //!   5xx and 429 are). A `Retry-After` longer than `retry_max` fails at once.
 //! - A 304 that now says `no-store` removes the entry.
+//! - An entry remembers the URL it was fetched from: fetching another URL
+//!   (or into a key a plain `put` wrote) is a miss and goes upstream.
 
 mod batch;
 mod builder;
@@ -47,6 +49,7 @@ use crate::cache::{Cache, Entry, Put};
 pub use builder::FetcherBuilder;
 use builder::Settings;
 use freshness::{CacheControl, Headers, Lifetime};
+pub use http::body_too_large;
 use http::{Exchange, Validators};
 
 /// Options of one fetch.
@@ -60,6 +63,9 @@ pub struct FetchOptions {
     pub stale_if_error: bool,
     /// Revalidate even if the entry is still fresh.
     pub revalidate: bool,
+    /// Refuse a body larger than this (`cache.max_value_size` is the
+    /// ceiling and the default).
+    pub max_body: Option<u64>,
 }
 
 /// What a fetch did.
@@ -168,11 +174,12 @@ impl Fetcher {
         // URL and options (a caller that did not ask for stale-if-error must
         // never receive a stale copy someone else asked for).
         let id = format!(
-            "fetch\n{key}\n{parsed}\n{}{}{:?}{:?}",
+            "fetch\n{key}\n{parsed}\n{}{}{:?}{:?}{:?}",
             u8::from(opts.stale_if_error),
             u8::from(opts.revalidate),
             opts.ttl,
-            opts.class
+            opts.class,
+            opts.max_body
         );
         let flight = || self.fetch_now(parsed, key, opts);
         let (out, role) = self.cache.flights().run(&id, flight).await;
@@ -186,14 +193,14 @@ impl Fetcher {
     }
 
     async fn fetch_now(&self, url: Url, key: &str, opts: &FetchOptions) -> Result<FetchOutcome> {
-        let entry = self.cache.get_entry(key)?;
+        let entry = self.entry_from(key, &url)?;
         // Across instances (Redis tier): one lease holder goes upstream; the
         // others wait and read its result through Redis.
         let (_lease, entry) = match &entry {
             Some(e) if e.meta.freshness.is_fresh() => (None, entry),
             _ => match self.cache.claim(key).await {
                 Claim::Won(lease) => (Some(lease), entry),
-                Claim::Filled => (None, self.cache.get_entry(key)?),
+                Claim::Filled => (None, self.entry_from(key, &url)?),
                 Claim::Alone => (None, entry),
             },
         };
@@ -248,7 +255,7 @@ impl Fetcher {
             },
             None => Validators::default(),
         };
-        match self.exchange(start, &validators).await {
+        match self.exchange(start, &validators, opts.max_body).await {
             Err(f) => match entry {
                 Some(e)
                     if opts.stale_if_error
@@ -287,6 +294,20 @@ impl Fetcher {
                 off_runtime(&url, move || this.fetched(&key, &opts, &u, x, base, prev)).await
             }
         }
+    }
+
+    /// The entry of `key` if it holds what `url` answered: the entry
+    /// remembers the URL it was fetched from (`x-freshcache-from` in its
+    /// stored headers). An entry from another URL, or one stored by a plain
+    /// `put`, is a miss for this URL: it is neither served as fresh nor
+    /// revalidated with its validators (they belong to another resource);
+    /// the response replaces it.
+    fn entry_from(&self, key: &str, url: &Url) -> Result<Option<Entry>> {
+        Ok(self.cache.get_entry(key)?.filter(|e| {
+            freshness::from_json(e.meta.headers.as_deref())
+                .get(freshness::FROM_URL)
+                .is_some_and(|from| from == url.as_str())
+        }))
     }
 
     fn ttl_for(&self, key: &str, opts: &FetchOptions, h: &Headers) -> Result<(String, Lifetime)> {

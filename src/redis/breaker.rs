@@ -27,6 +27,10 @@ struct State {
 pub(crate) struct Breaker {
     /// Fast path: false while closed.
     open: AtomicBool,
+    /// A call has succeeded since start or since the breaker last opened:
+    /// what `freshcache_redis_up` reports. The breaker starts closed (calls
+    /// are tried) but not reachable: nothing is known until Redis answers.
+    reachable: AtomicBool,
     state: Mutex<State>,
     max_backoff: Duration,
 }
@@ -35,6 +39,7 @@ impl Breaker {
     pub(crate) fn new(max_backoff: Duration) -> Breaker {
         Breaker {
             open: AtomicBool::new(false),
+            reachable: AtomicBool::new(false),
             state: Mutex::new(State {
                 failures: 0,
                 open_until: None,
@@ -49,9 +54,10 @@ impl Breaker {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether Redis is considered reachable.
+    /// Whether Redis is known to be reachable: a call succeeded and none
+    /// has opened the breaker since. False before the first answer.
     pub(crate) fn is_up(&self) -> bool {
-        !self.open.load(Ordering::Relaxed)
+        self.reachable.load(Ordering::Relaxed) && !self.open.load(Ordering::Relaxed)
     }
 
     /// Whether [`Breaker::allow`] would let a call through, without
@@ -82,6 +88,9 @@ impl Breaker {
 
     /// A call succeeded: close.
     pub(crate) fn success(&self) {
+        if !self.reachable.load(Ordering::Relaxed) {
+            self.reachable.store(true, Ordering::Relaxed);
+        }
         if !self.open.load(Ordering::Relaxed) {
             let mut s = self.lock();
             s.failures = 0;
@@ -121,6 +130,7 @@ impl Breaker {
             s.open_until = Some(Instant::now() + s.backoff);
             s.probing = false;
             self.open.store(true, Ordering::Relaxed);
+            self.reachable.store(false, Ordering::Relaxed);
         }
     }
 }
@@ -132,7 +142,10 @@ mod tests {
     #[test]
     fn opens_after_threshold_and_probes_after_backoff() {
         let b = Breaker::new(Duration::from_secs(1));
-        assert!(b.allow());
+        assert!(b.allow(), "calls are tried from the start");
+        assert!(!b.is_up(), "but not reported up before Redis answered");
+        b.success();
+        assert!(b.is_up());
         b.failure("get", "refused");
         assert!(b.is_up());
         b.failure("get", "refused");

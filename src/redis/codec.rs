@@ -135,7 +135,13 @@ pub(crate) fn encode(rec: &Record, inline: Option<&[u8]>) -> Vec<u8> {
     out
 }
 
-/// Decodes a record; `None` for anything malformed (never a panic).
+/// The last instant a record may name: `9999-12-31T23:59:59.999Z`.
+const MAX_INSTANT_MS: Millis = 253_402_300_799_999;
+
+/// Decodes a record; `None` for anything malformed (never a panic),
+/// including instants outside `0..=9999-12-31`, an expiry before the
+/// creation, or a size no blob may have: such a record is not this cache's
+/// and is treated as absent rather than stored locally.
 pub(crate) fn decode(bytes: &[u8]) -> Option<(Record, &[u8])> {
     let rest = bytes.strip_prefix(MAGIC)?;
     let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
@@ -143,6 +149,14 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<(Record, &[u8])> {
     let body = rest.get(4 + len..)?;
     let rec: Record = serde_json::from_slice(header).ok()?;
     rec.digest()?;
+    let instants = 0..=MAX_INSTANT_MS;
+    if !(instants.contains(&rec.created_at)
+        && instants.contains(&rec.expires_at)
+        && rec.created_at <= rec.expires_at
+        && rec.size <= crate::base::limits::MAX_BLOB_BYTES)
+    {
+        return None;
+    }
     Some((rec, body))
 }
 
@@ -221,6 +235,26 @@ mod tests {
         assert_eq!(decode_header(&bytes[..200]).unwrap(), r);
         assert!(decode_header(&bytes[..20]).is_none());
         assert!(decode_header(b"FC1\0\0\0\x02{}").is_none());
+    }
+
+    #[test]
+    fn out_of_range_instants_and_sizes_decode_to_none() {
+        let mut ok = rec(Body::None);
+        ok.expires_at = MAX_INSTANT_MS;
+        assert!(decode(&encode(&ok, None)).is_some());
+        for (created, expires, size) in [
+            (1, i64::MAX, 1),
+            (1, MAX_INSTANT_MS + 1, 1),
+            (-1, 2, 1),
+            (1, -5, 1),
+            (i64::MIN, i64::MIN, 1),
+            (10, 5, 1),
+            (1, 2, u64::MAX),
+        ] {
+            let mut r = rec(Body::None);
+            (r.created_at, r.expires_at, r.size) = (created, expires, size);
+            assert!(decode(&encode(&r, None)).is_none(), "{r:?}");
+        }
     }
 
     #[test]

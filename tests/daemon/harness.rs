@@ -130,6 +130,10 @@ impl Daemon {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub async fn get(&self, path: &str) -> String {
         let url = format!("http://{}{path}", self.addr);
         reqwest::get(url).await.unwrap().text().await.unwrap()

@@ -6,6 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod harness;
+mod limits;
 #[path = "../common/redis_server.rs"]
 mod redis_server;
 #[allow(unused_imports)]
@@ -156,6 +157,19 @@ async fn applies_a_changed_config_and_rejects_a_broken_one() {
     );
     let config: serde_json::Value = serde_json::from_str(&d.get("/v1/config").await).unwrap();
     assert_eq!(config["classes"]["odds"]["ttl"], "5s");
+    // A truncating save: the empty file is rejected like any invalid one.
+    std::fs::write(&cfg, "").unwrap();
+    eventually("the empty file's rejection", &d, || async {
+        value(&d.scrape().await, "freshcache_config_reload_errors_total") >= Some(2.0)
+    })
+    .await;
+    assert!(read(&d.log).contains("empty"), "{}", read(&d.log));
+    let config: serde_json::Value = serde_json::from_str(&d.get("/v1/config").await).unwrap();
+    assert_eq!(
+        config["feeds"].as_array().map(Vec::len),
+        Some(2),
+        "{config}"
+    );
     let before = origin.count("flash", 304);
     eventually("feeds still refreshing", &d, || async {
         origin.count("flash", 304) > before

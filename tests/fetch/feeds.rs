@@ -32,6 +32,7 @@ pub fn feed(name: &str, url: String) -> FeedConfig {
         url,
         every: Dur(Duration::from_secs(300)),
         class: None,
+        max_size: None,
     }
 }
 

@@ -199,8 +199,8 @@ impl Instant {
 
 impl<'de> Deserialize<'de> for Instant {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let s = match serde_yaml::Value::deserialize(d)? {
-            serde_yaml::Value::String(s) => s,
+        let s = match serde_norway::Value::deserialize(d)? {
+            serde_norway::Value::String(s) => s,
             other => {
                 return Err(serde::de::Error::custom(format!(
                     "expected a date or RFC 3339 instant, got {other:?}"

@@ -2,7 +2,7 @@
 //! `ttl: { adaptive: { min: 30s, max: 10m }, base: 1m }`.
 
 use serde::{Deserialize, Deserializer, Serialize};
-use serde_yaml::Value;
+use serde_norway::Value;
 
 use super::{Adaptive, ClassConfig, Dur, TtlWindow};
 
@@ -33,14 +33,14 @@ enum RawTtl {
 impl<'de> Deserialize<'de> for RawTtl {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         match Value::deserialize(d)? {
-            v @ Value::Mapping(_) => serde_yaml::from_value::<AdaptiveTtl>(v)
+            v @ Value::Mapping(_) => serde_norway::from_value::<AdaptiveTtl>(v)
                 .map(RawTtl::Adaptive)
                 .map_err(|e| {
                     serde::de::Error::custom(format!(
                         "{e}; write `ttl: 1h` or `ttl: {{ adaptive: {{ min: 30s, max: 10m }} }}`"
                     ))
                 }),
-            v => serde_yaml::from_value::<Dur>(v)
+            v => serde_norway::from_value::<Dur>(v)
                 .map(RawTtl::Fixed)
                 .map_err(serde::de::Error::custom),
         }

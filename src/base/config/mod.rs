@@ -15,7 +15,7 @@ pub use calendar::{period_bounds, Instant, Period, TzOffset};
 pub use units::{Dur, Rate, Size};
 
 use serde::{Deserialize, Serialize};
-use serde_yaml::Value;
+use serde_norway::Value;
 
 use crate::base::error::{Error, Result};
 
@@ -202,6 +202,10 @@ pub struct FeedConfig {
     #[serde(default)]
     /// Class of the stored entries (default: by prefix).
     pub class: Option<String>,
+    /// A body larger than this is refused (default and ceiling:
+    /// `cache.max_value_size`), and the feed backed off.
+    #[serde(default)]
+    pub max_size: Option<Size>,
 }
 
 /// `daemon:` — `freshcache run`.
@@ -216,6 +220,11 @@ pub struct DaemonConfig {
     pub shutdown_grace: Dur,
     /// Warm-up requests in flight at once.
     pub warm_concurrency: usize,
+    /// Open connections to the endpoints at most; beyond it the oldest idle
+    /// one is closed.
+    pub max_connections: usize,
+    /// A client must send a complete request head within this long.
+    pub header_timeout: Dur,
     /// Loaded on start: a URL fetched into `key`, or a key for the loader.
     #[serde(default)]
     pub warm: Vec<WarmItem>,
@@ -269,7 +278,11 @@ pub struct WarmItem {
 }
 
 /// `redis:` — the shared tier between the local tiers and the upstream.
-#[derive(Clone, Serialize, Deserialize, PartialEq)]
+///
+/// Its secrets (the `password` field, a password inside `url`) never leave
+/// the process: `Serialize` (the daemon's `/v1/config`, `--json`) and
+/// `Debug` (logs) print them as `***`.
+#[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
     /// `redis://host:port/db` or `rediss://` (TLS); several comma-separated
@@ -338,6 +351,48 @@ impl Default for RedisConfig {
     }
 }
 
+/// What [`RedisConfig`] serialises as: the same fields, secrets redacted.
+#[derive(Serialize)]
+struct RedisConfigShown<'a> {
+    url: Option<String>,
+    cluster: bool,
+    password: Option<&'static str>,
+    key_prefix: &'a str,
+    inline_max: Size,
+    max_blob_size: Size,
+    timeout: Dur,
+    grace: Dur,
+    lease_ttl: Dur,
+    max_backoff: Dur,
+}
+
+impl Serialize for RedisConfig {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        RedisConfigShown {
+            url: self.url.as_deref().map(redact_url),
+            cluster: self.cluster,
+            password: self.password.as_ref().map(|_| "***"),
+            key_prefix: &self.key_prefix,
+            inline_max: self.inline_max,
+            max_blob_size: self.max_blob_size,
+            timeout: self.timeout,
+            grace: self.grace,
+            lease_ttl: self.lease_ttl,
+            max_backoff: self.max_backoff,
+        }
+        .serialize(s)
+    }
+}
+
+/// Fields whose values may hold a secret: taken from the environment as
+/// strings (never re-parsed as YAML), and never quoted in an error.
+fn secret_field(path: &str) -> bool {
+    matches!(
+        path,
+        "redis.password" | "redis.url" | "redis_password" | "redis_url"
+    )
+}
+
 impl std::fmt::Debug for RedisConfig {
     /// Passwords (in the URL or the field) are never printed.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -386,11 +441,26 @@ impl Config {
     /// variables from the process environment.
     ///
     /// # Errors
-    /// [`Error::Config`] naming the file and field; [`Error::Io`] if the file
-    /// cannot be read.
+    /// [`Error::Config`] naming the file and field (also for an empty file,
+    /// which is refused rather than read as "all defaults"); [`Error::Io`] if
+    /// the file cannot be read.
     pub fn load(path: impl AsRef<Path>) -> Result<Config> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        // A truncating save (or a file of comments only) would otherwise mean
+        // "all defaults": every feed and class override silently dropped.
+        if text
+            .lines()
+            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+        {
+            return Err(Error::Config {
+                source_name: path.display().to_string(),
+                field: "(file)".into(),
+                reason: "the file is empty (no YAML document); refusing it rather than \
+                         running on all defaults"
+                    .into(),
+            });
+        }
         Config::from_layers(Some((path.display().to_string(), &text)), std::env::vars())
     }
 
@@ -411,12 +481,12 @@ impl Config {
         file: Option<(String, &str)>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config> {
-        let mut tree: Value = serde_yaml::from_str(EMBEDDED_DEFAULT).expect("embedded yaml");
+        let mut tree: Value = serde_norway::from_str(EMBEDDED_DEFAULT).expect("embedded yaml");
         let source_name = file
             .as_ref()
             .map_or("<embedded default>".to_string(), |f| f.0.clone());
         if let Some((name, text)) = file {
-            let layer: Value = serde_yaml::from_str(text).map_err(|e| Error::Config {
+            let layer: Value = serde_norway::from_str(text).map_err(|e| Error::Config {
                 source_name: name.clone(),
                 field: e
                     .location()
@@ -432,8 +502,13 @@ impl Config {
             let Some(rest) = name.strip_prefix("FRESHCACHE_") else {
                 continue;
             };
-            let parsed: Value = serde_yaml::from_str(&value).unwrap_or(Value::String(value));
-            if set_path(&mut tree, &rest.to_ascii_lowercase(), parsed) {
+            let lower = rest.to_ascii_lowercase();
+            let parsed: Value = if secret_field(&lower) {
+                Value::String(value)
+            } else {
+                serde_norway::from_str(&value).unwrap_or(Value::String(value))
+            };
+            if set_path(&mut tree, &lower, parsed) {
                 env_names.push(name);
             }
         }
@@ -442,10 +517,18 @@ impl Config {
         } else {
             format!("{source_name} (with {})", env_names.join(", "))
         };
-        let config: Config = serde_path_to_error::deserialize(tree).map_err(|e| Error::Config {
-            source_name: source_name.clone(),
-            field: e.path().to_string(),
-            reason: e.inner().to_string(),
+        let config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
+            let field = e.path().to_string();
+            let reason = if secret_field(&field) {
+                "invalid value (not shown: it may hold a secret); expected a string".into()
+            } else {
+                e.inner().to_string()
+            };
+            Error::Config {
+                source_name: source_name.clone(),
+                field,
+                reason,
+            }
         })?;
         let mut config = config;
         config.fetch.quota.tz = config.fetch.quota_tz;

@@ -108,6 +108,17 @@ fn bad_config_names_file_and_field() {
             "daemon.warm[0].key",
             "",
         ),
+        (
+            "classes:\n  odds: { prefix: 'odds:', ttl: 3000000d }\n",
+            "classes.odds.ttl",
+            "100 years",
+        ),
+        (
+            "classes:\n  odds: { prefix: 'odds:', ttl: 36526d }\n",
+            "classes.odds.ttl",
+            "100 years",
+        ),
+        ("cache:\n  default_ttl: 40000d\n", "cache.default_ttl", "100 years"),
     ];
     for (yaml, field, reason) in cases {
         let err = Config::from_layers(Some(("bad.yml".into(), yaml)), env(&[])).unwrap_err();
@@ -159,7 +170,7 @@ fn adaptive_ttls_windows_and_quota_tz_parse_validate_and_round_trip() {
     assert_eq!(c.fetch.quota.tz, TzOffset(-300));
     assert_eq!(c.fetch.quota.calendar, Some(Period::Month));
     // What /v1/config prints loads back to the same config.
-    let printed = serde_yaml::to_string(&c).unwrap();
+    let printed = serde_norway::to_string(&c).unwrap();
     let again = Config::from_layers(Some(("printed".into(), &printed)), env(&[])).unwrap();
     assert_eq!(again, c);
     // An environment override of an adaptive class's ttl makes it fixed.
@@ -188,4 +199,32 @@ fn adaptive_ttls_windows_and_quota_tz_parse_validate_and_round_trip() {
         e.contains("fetch.quota_tz") && e.contains("fixed offset"),
         "{e}"
     );
+}
+
+#[test]
+fn empty_config_file_is_refused_not_all_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    for text in ["", "\n  \n", "# all commented out\n# cache: {}\n"] {
+        let path = dir.path().join("runtime.yml");
+        std::fs::write(&path, text).unwrap();
+        let err = Config::load(&path).unwrap_err();
+        let msg = err.to_string();
+        assert_eq!(err.exit_code(), 2, "{msg}");
+        assert!(
+            msg.contains("runtime.yml") && msg.contains("empty"),
+            "{msg}"
+        );
+    }
+    let path = dir.path().join("ok.yml");
+    std::fs::write(&path, "cache: { max_size: 1GiB }\n").unwrap();
+    assert_eq!(Config::load(&path).unwrap().cache.max_size.0, 1 << 30);
+    let c = Config::from_layers(
+        Some((
+            "x.yml".into(),
+            "classes: { odds: { prefix: 'odds:', ttl: 36525d } }",
+        )),
+        env(&[]),
+    )
+    .unwrap();
+    assert_eq!(c.classes["odds"].ttl.0, crate::base::policy::MAX_TTL);
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
-use serde_yaml::Value;
+use serde_norway::Value;
 
 use super::calendar::{period_bounds, Period, TzOffset};
 use crate::base::clock::Millis;

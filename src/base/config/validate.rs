@@ -24,6 +24,14 @@ impl Config {
         if c.max_value_size.0 > crate::base::limits::MAX_BLOB_BYTES {
             return err("cache.max_value_size", "must be at most 4GiB");
         }
+        for (f, d) in [
+            ("cache.default_ttl", c.default_ttl),
+            ("cleanup.gc_grace", self.cleanup.gc_grace),
+        ] {
+            if d.0 > crate::base::policy::MAX_TTL {
+                return err(f, "must be at most 100 years (36525d)");
+            }
+        }
         if c.access_flush.0.is_zero() {
             return err("cache.access_flush", "must be greater than zero");
         }
@@ -44,6 +52,12 @@ impl Config {
                 return err(
                     &format!("classes.{name}.ttl"),
                     "ttl must be greater than zero",
+                );
+            }
+            if class.ttl.0 > crate::base::policy::MAX_TTL {
+                return err(
+                    &format!("classes.{name}.ttl"),
+                    "ttl must be at most 100 years (36525d)",
                 );
             }
             if let Some(a) = &class.adaptive {
@@ -117,6 +131,9 @@ impl Config {
                     );
                 }
             }
+            if feed.max_size.is_some_and(|m| m.0 == 0) {
+                return err(&format!("feeds[{i}].max_size"), "must be greater than zero");
+            }
             if feed.every.0.is_zero() {
                 return err(&format!("feeds[{i}].every"), "must be greater than zero");
             }
@@ -129,6 +146,8 @@ impl Config {
 
     fn validate_daemon(&self) -> std::result::Result<(), (String, String)> {
         let err = |f: &str, r: String| Err((f.to_string(), r));
+        // The schedule is the daemon's: without it the expression is unused.
+        #[cfg(feature = "daemon")]
         if let Err(e) = self.cleanup.interval.parse::<croner::Cron>() {
             return err(
                 "cleanup.interval",
@@ -138,6 +157,12 @@ impl Config {
         let d = &self.daemon;
         if d.size_check.0.is_zero() {
             return err("daemon.size_check", "must be greater than zero".into());
+        }
+        if d.max_connections == 0 {
+            return err("daemon.max_connections", "must be at least 1".into());
+        }
+        if d.header_timeout.0.is_zero() {
+            return err("daemon.header_timeout", "must be greater than zero".into());
         }
         if d.warm_concurrency == 0 {
             return err("daemon.warm_concurrency", "must be at least 1".into());
