@@ -160,7 +160,7 @@ fn http_date_ms(v: &str) -> Option<Millis> {
 
 /// The server's freshness lifetime, if it states one: `max-age`, else
 /// `Expires - Date` (an unparsable Expires means already expired), minus `Age`,
-/// clamped to [`policy::MAX_TTL`] (100 years): a `max-age=99999999999` or an
+/// clamped to `policy::MAX_TTL` (100 years): a `max-age=99999999999` or an
 /// `Expires` in the year 9999 means "as long as the cache allows", never an
 /// instant past what the index and RFC 3339 can hold.
 pub fn server_lifetime(h: &Headers, now: Millis) -> Option<Duration> {
