@@ -71,6 +71,7 @@ class Origin:
         self.requests: List[str] = []
         self.lock = threading.Lock()
         self.bodies: Dict[str, bytes] = {}
+        self.failing: set = set()  # paths that answer 503 from now on
         origin = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -83,6 +84,8 @@ class Origin:
                 with origin.lock:
                     origin.requests.append(self.path)
                 path, _, query = self.path.partition("?")
+                if path in origin.failing:
+                    return self.reply(503, b"down")
                 if path == "/slow":
                     time.sleep(float(query.split("=")[1]) if query else 1.0)
                     return self.reply(200, b'{"slow":true}')

@@ -115,7 +115,10 @@ def test_threads_run_in_parallel_while_one_waits_on_the_network(cache: freshcach
     for o in others:
         o.join()
     assert time.monotonic() - t0 > 0.5
-    assert counts[0] > 1000 and counts[1] > 10000, counts
+    # The reader releases the GIL on every get and must win it back from a
+    # CPU-bound spinner: CPython hands it over every 5 ms (switch interval),
+    # so a few hundred gets a second is the expected floor, not thousands.
+    assert counts[0] > 100 and counts[1] > 10000, counts
     assert c.get("odds:slow:1") == b'{"slow":true}'
 
 

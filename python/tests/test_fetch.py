@@ -52,11 +52,19 @@ def test_upstream_errors_and_stale_if_error(fcache: freshcache.Cache, origin, cl
     clock.advance(120)
     with pytest.raises(freshcache.Upstream):
         fcache.fetch(origin.url + "/status/503", "odds:g2:live")
-    # the stale copy is returned only when asked for
+    # a copy that did not come from this URL is never served for it
     fcache.put("odds:g3:live", b"old")
     clock.advance(120)
-    r = fcache.fetch(origin.url + "/status/503", "odds:g3:live", stale_if_error=True)
-    assert (r.outcome, r.fresh, r.body) == ("stale_if_error", False, b"old") and r.error
+    with pytest.raises(freshcache.Upstream):
+        fcache.fetch(origin.url + "/status/503", "odds:g3:live", stale_if_error=True)
+    # the stale copy of the same URL is returned only when asked for
+    fcache.fetch(origin.url + "/json/7", "odds:g4:live")
+    clock.advance(120)
+    origin.failing.add("/json/7")
+    with pytest.raises(freshcache.Upstream):
+        fcache.fetch(origin.url + "/json/7", "odds:g4:live")
+    r = fcache.fetch(origin.url + "/json/7", "odds:g4:live", stale_if_error=True)
+    assert (r.outcome, r.fresh, r.body) == ("stale_if_error", False, b'{"n":7}') and r.error
 
 
 def test_refresh_feeds(root, origin, clock) -> None:

@@ -149,7 +149,7 @@ impl RedisTier {
         let deadline = self.core.settings.timeout * 2;
         let same = self.block("get", deadline, move |core| async move {
             let mut c = core.conn().await?;
-            super::sync::same_put(&mut c, &entry_key, &hash, created_at).await
+            same_put(&mut c, &entry_key, &hash, created_at).await
         });
         // Unknown (unreachable) counts as invalid: the safe answer.
         same.unwrap_or(false)
@@ -297,4 +297,35 @@ pub(crate) async fn remove_matching(
         }
     }
     Ok(removed)
+}
+
+/// Bytes of a record read to compare its header (the whole record when
+/// the header is longer).
+const HEADER_PEEK: usize = 1024;
+
+/// Whether Redis's record for `entry_key` is the put a local entry holds.
+pub(crate) async fn same_put(
+    c: &mut Conn,
+    entry_key: &str,
+    hash: &str,
+    created_at: i64,
+) -> RedisResult<bool> {
+    let head: Vec<u8> = redis::cmd("GETRANGE")
+        .arg(entry_key)
+        .arg(0)
+        .arg(HEADER_PEEK - 1)
+        .query_async(c)
+        .await?;
+    if head.is_empty() {
+        return Ok(false);
+    }
+    let rec = match codec::decode_header(&head) {
+        Some(r) => Some(r),
+        None if head.len() >= HEADER_PEEK => {
+            let full: Option<Vec<u8>> = redis::cmd("GET").arg(entry_key).query_async(c).await?;
+            full.as_deref().and_then(codec::decode_header)
+        }
+        None => None,
+    };
+    Ok(rec.is_some_and(|r| r.hash == hash && r.created_at == created_at))
 }

@@ -25,7 +25,8 @@ use std::time::Duration;
 use futures_util::future::try_join_all;
 use redis::{RedisError, RedisResult};
 
-use super::{codec, Conn, Core, RedisTier};
+use super::io::same_put;
+use super::{Conn, Core, RedisTier};
 use crate::base::key::Pattern;
 use crate::cache::Cache;
 use crate::disk::index::LogId;
@@ -36,9 +37,6 @@ const REPLAY_BATCH: usize = 1000;
 const RECONCILE_BATCH: usize = 256;
 /// Outbox rows read at a time.
 const OUTBOX_BATCH: i64 = 64;
-/// Bytes of a record read to compare its header (the whole record when
-/// the header is longer).
-const HEADER_PEEK: usize = 1024;
 
 /// KEYS: log, epoch. ARGV: candidate epoch, position (`ms-seq`, or empty
 /// for none), count. Returns {epoch, last-generated id, the oldest kept id
@@ -292,33 +290,6 @@ async fn reconcile(
         );
     }
     Ok(())
-}
-
-/// Whether Redis's record for `entry_key` is the put a local entry holds.
-pub(crate) async fn same_put(
-    c: &mut Conn,
-    entry_key: &str,
-    hash: &str,
-    created_at: i64,
-) -> RedisResult<bool> {
-    let head: Vec<u8> = redis::cmd("GETRANGE")
-        .arg(entry_key)
-        .arg(0)
-        .arg(HEADER_PEEK - 1)
-        .query_async(c)
-        .await?;
-    if head.is_empty() {
-        return Ok(false);
-    }
-    let rec = match codec::decode_header(&head) {
-        Some(r) => Some(r),
-        None if head.len() >= HEADER_PEEK => {
-            let full: Option<Vec<u8>> = redis::cmd("GET").arg(entry_key).query_async(c).await?;
-            full.as_deref().and_then(codec::decode_header)
-        }
-        None => None,
-    };
-    Ok(rec.is_some_and(|r| r.hash == hash && r.created_at == created_at))
 }
 
 /// Publishes this root's outbox in order (removing the matching Redis

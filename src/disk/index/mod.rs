@@ -7,8 +7,10 @@
 
 mod queries;
 pub mod schema;
+mod shared;
 
 pub use queries::*;
+pub use shared::*;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
