@@ -43,6 +43,7 @@ from typing import (
 )
 
 from . import _native
+from . import _errors
 from ._errors import (
     Config,
     ConfigError,
@@ -74,25 +75,7 @@ __all__ = [
     "FetchResult",
     "FreshSet",
     "ManualClock",
-    "Error",
-    "InvalidInput",
-    "InvalidKey",
-    "InvalidPattern",
-    "ConfigError",
-    "Config",
-    "UnknownClass",
-    "TooLarge",
-    "JsonError",
-    "StaleSignals",
-    "StaleSignal",
-    "Corrupt",
-    "Upstream",
-    "QuotaExceeded",
-    "FeedError",
-    "Io",
-    "Full",
-    "InsecureRoot",
-    "Internal",
+    *_errors.__all__,
 ]
 
 T = TypeVar("T")
