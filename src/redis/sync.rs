@@ -93,7 +93,7 @@ fn fmt_id(id: LogId) -> String {
     format!("{}-{}", id.0, id.1)
 }
 
-fn storage(e: crate::Error) -> RedisError {
+fn storage(e: crate::base::error::Error) -> RedisError {
     std::io::Error::other(format!("local index: {e}")).into()
 }
 
@@ -103,7 +103,7 @@ fn storage(e: crate::Error) -> RedisError {
 /// call) drops it — and flushes its counters — whatever is in flight here.
 async fn with_cache<T: Send + 'static>(
     core: &Arc<Core>,
-    f: impl FnOnce(&Cache) -> crate::Result<T> + Send + 'static,
+    f: impl FnOnce(&Cache) -> crate::base::error::Result<T> + Send + 'static,
 ) -> RedisResult<Option<T>> {
     let Some(cache) = core.cache() else {
         return Ok(None);
