@@ -285,7 +285,7 @@ fn main() {
         }
         for sys in &cs {
             // Two processes on one root, started together.
-            let start_at = unix_ns() + 1_500_000_000;
+            let start_at = unix_ns() + 3_000_000_000;
             let specs: Vec<Spec> = (0..2)
                 .map(|p| Spec {
                     start_at,

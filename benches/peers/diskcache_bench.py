@@ -110,8 +110,9 @@ def permutation(n, seed):
 
 def fingerprint(keys):
     h = 0xCBF29CE484222325
-    data = (Payloads("odds4k").value(12345) + Payloads("rand6k").value(77)
-            + Payloads("json1m").value(5)[:8192])
+    big = bytearray(base("json1m", 5 % 4))  # Payloads("json1m").value(5), one base only
+    big[STAMP_AT:STAMP_AT + 16] = stamp(5)
+    data = Payloads("odds4k").value(12345) + Payloads("rand6k").value(77) + bytes(big[:8192])
     z, u = Zipf(keys, 9), Uniform(keys, 9)
     s = "".join("%d,%d;" % (z.next(), u.next()) for _ in range(64))
     s += "".join("%d;" % i for i in permutation(100, 9))
