@@ -133,7 +133,10 @@ const FLOORS: [(&str, &str); 8] = [
         "sqlite_get_4k",
         "raw SQLite point lookup, 4 KiB value (WITHOUT ROWID)",
     ),
-    ("sqlite_miss", "raw SQLite point miss (WITHOUT ROWID)"),
+    (
+        "sqlite_miss",
+        "raw SQLite point miss (WITHOUT ROWID, key -> 32-byte hash rows)",
+    ),
     ("file_put_4k", "raw file write + rename, 4 KiB"),
     ("file_read_4k", "raw file read, 4 KiB (page cache)"),
     ("file_read_1m", "raw file read, 1 MiB (page cache)"),
