@@ -267,7 +267,7 @@ pub fn render(run: &Run) -> String {
     );
     if let (Some(ev), Some(bulk)) = (ev, bulk) {
         let info = &run.evict_info;
-        let _ = writeln!(w, "\nEvict {} of {} entries (freshcache, `evict_to_bytes` to 90% of the bytes, {} runs on copies): mean {}, worst {}; raw SQLite bulk delete of the same number of entry rows, oldest first: mean {} ({} the floor). Building the {}-entry cache took {:.0} s.\n",
+        let _ = writeln!(w, "\nEvict {} of {} entries (freshcache, `evict_to_bytes` to 90% of the bytes, runs on copies: {}): mean {}, worst {}; raw SQLite bulk delete of the same number of entry rows, oldest first: mean {} ({} the floor). Building the {}-entry cache took {:.0} s.\n",
             info["removed"], info["entries"], ev.n, t(ev.mean), t(ev.max), t(bulk.mean), x(ev.mean, bulk.mean), info["entries"], info["build_secs"].as_f64().unwrap_or(0.0));
     }
     goals(&v, run, w);
@@ -293,7 +293,7 @@ fn goals(v: &View, run: &Run, w: &mut String) {
     row(
         "get 4 KiB disk tier, decoded + verified",
         "≤ 0.7x diskcache, p50 and p99",
-        format!("p50 {} , p99 {}", x(a.p50, b.p50), x(a.p99, b.p99)),
+        format!("p50 {}, p99 {}", x(a.p50, b.p50), x(a.p99, b.p99)),
         have_dc.then_some(a.p50 <= 0.7 * b.p50 && a.p99 <= 0.7 * b.p99),
     );
     let (po, pr) = (fc("put_odds_4k"), fc("put_rand_6k"));
