@@ -1,13 +1,12 @@
-//! The core store: round trips, TTLs, dedup, files vs inline, corruption,
-//! bad input, security properties, statistics, threads.
+//! The core store: round trips, TTLs, dedup, files vs inline, statistics,
+//! threads. Corruption, bad input and security: tests/store_integrity.rs.
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use common::{blob_files, noise, odds_json, open, open_with, T0};
-use freshcache::{Cache, Error, Freshness, Put};
+use freshcache::{Error, Freshness, Put};
 
 #[test]
 fn put_get_round_trips_bytes_and_json() {
@@ -157,133 +156,6 @@ fn incompressible_data_is_stored_raw_and_compressible_data_compressed() {
     );
 }
 
-fn flip_a_byte(path: &std::path::Path, at: usize) {
-    let mut b = std::fs::read(path).unwrap();
-    b[at] ^= 0x01;
-    std::fs::write(path, b).unwrap();
-}
-
-#[test]
-fn a_blob_file_with_one_flipped_bit_is_never_returned() {
-    let dir = tempfile::tempdir().unwrap();
-    let (cache, _) = open_with(dir.path(), |c| c.cache.inline_max.0 = 1024);
-    let v = noise(4, 10_000);
-    cache.put("k:a", &v, Put::default()).unwrap();
-    cache.put("k:b", &v, Put::default()).unwrap();
-    // A fresh handle has an empty L1, so the read goes to disk.
-    let (cache2, _) = open_with(dir.path(), |c| c.cache.inline_max.0 = 1024);
-    flip_a_byte(&blob_files(dir.path())[0], 5000);
-    assert_eq!(cache2.get("k:a").unwrap(), None);
-    assert_eq!(
-        cache2.get("k:b").unwrap(),
-        None,
-        "every entry of the blob becomes a miss"
-    );
-    assert_eq!(cache2.stats().unwrap().corrupt_blobs, 1);
-    assert_eq!(blob_files(dir.path()).len(), 0);
-    assert_eq!(
-        std::fs::read_dir(dir.path().join("quarantine"))
-            .unwrap()
-            .count(),
-        1
-    );
-    drop(cache);
-    // A new put of the same content heals.
-    cache2.put("k:a", &v, Put::default()).unwrap();
-    assert_eq!(cache2.get("k:a").unwrap().unwrap(), v);
-}
-
-#[test]
-fn a_truncated_blob_file_is_a_miss() {
-    let dir = tempfile::tempdir().unwrap();
-    let (cache, _) = open_with(dir.path(), |c| c.cache.inline_max.0 = 1024);
-    cache
-        .put("k:a", &odds_json(1, 100_000), Put::default())
-        .unwrap();
-    let (cache2, _) = open_with(dir.path(), |c| c.cache.inline_max.0 = 1024);
-    let f = &blob_files(dir.path())[0];
-    let len = std::fs::metadata(f).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(f)
-        .unwrap()
-        .set_len(len / 2)
-        .unwrap();
-    assert_eq!(cache2.get("k:a").unwrap(), None);
-    assert_eq!(cache2.stats().unwrap().corrupt_blobs, 1);
-    drop(cache);
-}
-
-#[test]
-fn a_corrupt_inline_blob_is_never_returned() {
-    let dir = tempfile::tempdir().unwrap();
-    let (cache, _) = open(dir.path());
-    cache.put("k:a", &noise(5, 2000), Put::default()).unwrap();
-    let conn = rusqlite::Connection::open(dir.path().join("index.sqlite")).unwrap();
-    conn.execute("UPDATE blobs SET data = zeroblob(2000)", [])
-        .unwrap();
-    drop(conn);
-    let (cache2, _) = open(dir.path());
-    assert_eq!(cache2.get("k:a").unwrap(), None);
-    assert_eq!(cache2.stats().unwrap().corrupt_blobs, 1);
-    drop(cache);
-}
-
-#[test]
-fn invalid_keys_are_rejected_with_the_rule_and_store_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let (cache, _) = open(dir.path());
-    let long = "k".repeat(10_000);
-    for (key, rule) in [
-        ("", "empty"),
-        ("a\0b", "control"),
-        ("a\tb", "control"),
-        (long.as_str(), "512"),
-        ("a::b", "empty segment"),
-        ("a:*", "reserved"),
-    ] {
-        let err = cache.put(key, b"v", Put::default()).unwrap_err();
-        assert!(matches!(err, Error::InvalidKey { .. }), "{key:?}");
-        assert!(err.to_string().contains(rule), "{key:?}: {err}");
-        assert!(matches!(cache.get(key), Err(Error::InvalidKey { .. })));
-    }
-    assert_eq!(cache.stats().unwrap().entries, 0);
-}
-
-#[test]
-fn malformed_patterns_are_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let (cache, _) = open(dir.path());
-    for p in ["", "a::*", "news:**"] {
-        assert!(
-            matches!(cache.invalidate(p), Err(Error::InvalidPattern { .. })),
-            "{p:?}"
-        );
-        assert!(
-            matches!(cache.list(Some(p)), Err(Error::InvalidPattern { .. })),
-            "{p:?}"
-        );
-    }
-}
-
-#[test]
-fn value_larger_than_the_maximum_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let (cache, _) = open_with(dir.path(), |c| c.cache.max_value_size.0 = 1000);
-    let err = cache.put("k:1", &[0u8; 1001], Put::default()).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::TooLarge {
-                size: 1001,
-                max: 1000
-            }
-        ),
-        "{err}"
-    );
-    assert!(cache.put("k:1", &[0u8; 1000], Put::default()).is_ok());
-}
-
 #[test]
 fn invalidate_prefix_and_segment_wildcards_treat_sql_wildcards_literally() {
     let dir = tempfile::tempdir().unwrap();
@@ -323,86 +195,6 @@ fn invalidate_prefix_and_segment_wildcards_treat_sql_wildcards_literally() {
         .map(|m| m.key)
         .collect();
     assert_eq!(left, ["odds:g2:2026-11-22", "odds:g3:x:2026-11-21"]);
-}
-
-#[test]
-fn an_index_file_that_is_not_sqlite_is_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("index.sqlite"),
-        b"this is not a database, just text ".repeat(200),
-    )
-    .unwrap();
-    let err = Cache::open(dir.path()).unwrap_err();
-    assert!(matches!(err, Error::Index { .. }), "{err:?}");
-    let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
-    assert!(
-        chain.contains("index.sqlite") && chain.contains("not a database"),
-        "{chain}"
-    );
-}
-
-#[test]
-fn an_index_from_a_newer_version_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    drop(Cache::open(dir.path()).unwrap());
-    let conn = rusqlite::Connection::open(dir.path().join("index.sqlite")).unwrap();
-    conn.execute_batch("PRAGMA user_version = 99").unwrap();
-    drop(conn);
-    assert!(matches!(
-        Cache::open(dir.path()),
-        Err(Error::SchemaVersion { found: 99, .. })
-    ));
-}
-
-#[test]
-fn root_is_private_and_files_are_0600() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("cache");
-    let (cache, _) = open_with(&root, |c| c.cache.inline_max.0 = 100);
-    cache.put("k:1", &noise(1, 5000), Put::default()).unwrap();
-    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode(&root), 0o700);
-    assert_eq!(mode(&root.join("index.sqlite")), 0o600);
-    assert_eq!(mode(&blob_files(&root)[0]), 0o600);
-}
-
-#[test]
-fn a_loose_root_is_tightened_and_a_foreign_root_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("cache");
-    std::fs::create_dir(&root).unwrap();
-    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o777)).unwrap();
-    drop(Cache::open(&root).unwrap());
-    assert_eq!(
-        std::fs::metadata(&root).unwrap().permissions().mode() & 0o777,
-        0o700
-    );
-
-    if rustix::process::geteuid().is_root() {
-        let foreign = dir.path().join("foreign");
-        std::fs::create_dir(&foreign).unwrap();
-        std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).unwrap();
-        let err = Cache::open(&foreign).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::InsecureRoot {
-                    reason: "owned by another user",
-                    ..
-                }
-            ),
-            "{err}"
-        );
-    }
-}
-
-#[test]
-fn a_root_that_is_a_file_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("file");
-    std::fs::write(&f, b"x").unwrap();
-    assert!(matches!(Cache::open(&f), Err(Error::InsecureRoot { .. })));
 }
 
 #[test]
@@ -573,47 +365,6 @@ fn a_read_never_waits_for_another_writer_to_flush_its_access_batch() {
         (1, T0 + 2000),
         "the batch was kept, not lost"
     );
-}
-
-#[test]
-fn a_row_claiming_a_huge_size_is_corrupt_not_an_allocation() {
-    let dir = tempfile::tempdir().unwrap();
-    let (cache, _) = open_with(dir.path(), |c| c.cache.inline_max.0 = 1024);
-    cache
-        .put("k:inline", &odds_json(1, 800), Put::default())
-        .unwrap();
-    cache
-        .put("k:file", &noise(1, 50_000), Put::default())
-        .unwrap();
-    let conn = rusqlite::Connection::open(dir.path().join("index.sqlite")).unwrap();
-    conn.execute("UPDATE blobs SET size = 1 << 45, stored_size = 1 << 44", [])
-        .unwrap();
-    drop(conn);
-    let (fresh, _) = open_with(dir.path(), |c| c.cache.inline_max.0 = 1024);
-    assert_eq!(fresh.get("k:inline").unwrap(), None);
-    assert_eq!(fresh.get("k:file").unwrap(), None);
-    assert_eq!(fresh.stats().unwrap().corrupt_blobs, 2);
-    drop(cache);
-}
-
-#[test]
-fn a_stray_file_at_a_new_blobs_path_is_rewritten_under_the_lock() {
-    let dir = tempfile::tempdir().unwrap();
-    let (cache, _) = open_with(dir.path(), |c| c.cache.inline_max.0 = 1024);
-    let v = odds_json(7, 50_000);
-    // Another process's encoding (or garbage) already sits at the path, with no row.
-    let hex = freshcache::Digest::of(&v).to_hex();
-    let shard = dir.path().join("blobs-v1").join(&hex[..2]);
-    std::fs::create_dir_all(&shard).unwrap();
-    std::fs::write(
-        shard.join(&hex[2..]),
-        b"a different encoding of the same content",
-    )
-    .unwrap();
-    cache.put("k:1", &v, Put::default()).unwrap();
-    let (fresh, _) = open_with(dir.path(), |c| c.cache.inline_max.0 = 1024);
-    assert_eq!(fresh.get("k:1").unwrap().unwrap(), v);
-    assert!(fresh.verify(false, None).unwrap().is_clean());
 }
 
 #[test]
