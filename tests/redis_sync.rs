@@ -247,10 +247,13 @@ fn an_empty_catch_up_costs_one_round_trip() {
         (
             by("evalsha"),
             by("get") + by("exists") + by("xinfo") + by("xrange"),
+            // This test's INFO calls and the subscriber's heartbeat PINGs,
+            // whose number depends on how long a loaded machine takes.
+            by("info") + by("ping"),
             calls(None),
         )
     };
-    let (evalsha0, inner0, all0) = snapshot();
+    let (evalsha0, inner0, noise0, all0) = snapshot();
     let start = Instant::now();
     let mut times = Vec::with_capacity(n as usize);
     for _ in 0..n {
@@ -261,13 +264,13 @@ fn an_empty_catch_up_costs_one_round_trip() {
     let each = start.elapsed() / n;
     times.sort();
     let (min, median) = (times[0], times[times.len() / 2]);
-    let (evalsha1, inner1, all1) = snapshot();
+    let (evalsha1, inner1, noise1, all1) = snapshot();
     let n64 = u64::from(n);
     assert_eq!(evalsha1 - evalsha0, n64, "one EVALSHA per catch-up");
     assert_eq!(inner1 - inner0, 2 * n64, "the script's own GET and EXISTS");
-    // Nothing else but the INFO calls here and a few subscriber heartbeats.
-    let other = (all1 - all0) - (evalsha1 - evalsha0) - (inner1 - inner0);
-    assert!(other <= 6, "{other} other calls");
+    // Nothing else (the INFO calls of the last snapshot may count or not).
+    let other = (all1 - all0) - (evalsha1 - evalsha0) - (inner1 - inner0) - (noise1 - noise0);
+    assert!(other <= 2, "{other} other calls");
     // For scale: a bare PING round trip on one loopback connection.
     let ping = {
         use std::io::{Read, Write};

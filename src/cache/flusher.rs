@@ -2,17 +2,21 @@
 //! written by this thread, never by a reader: a get that fills the batch
 //! only wakes it, so no read ever takes the write lock or waits behind a
 //! writer. The same thread runs the WAL's passive checkpoints, so no put
-//! pays for one at commit. It holds the cache weakly and ends when the
-//! cache is dropped (whose `Drop` writes what is left).
+//! pays for one at commit. It holds the store and the recorder, never the
+//! cache itself, so the cache is always dropped on a caller's thread: its
+//! `Drop` stops and joins this thread, then writes what is left, before
+//! the process can exit (a short-lived CLI process loses no counter).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::Inner;
 use crate::disk::index;
+use crate::disk::stats::Recorder;
+use crate::disk::store::Store;
 
 /// How often the thread looks at the WAL.
 const TICK: Duration = Duration::from_millis(200);
@@ -31,18 +35,16 @@ impl Flusher {
         let _ = self.wake.try_send(());
     }
 
-    /// Ends the thread and waits for it (unless this is that thread: the
-    /// cache may be dropped by the flusher's own temporary handle), so its
-    /// connection is closed before the cache's own: the last connection
-    /// checkpoints and removes the WAL, as a cleanly closed root should.
+    /// Ends the thread and waits for it, so a flush it is writing is done
+    /// and its connection is closed before the cache's own: the last
+    /// connection checkpoints and removes the WAL, as a cleanly closed root
+    /// should.
     pub(crate) fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
         let _ = self.wake.try_send(());
         let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(h) = handle {
-            if h.thread().id() != std::thread::current().id() {
-                let _ = h.join();
-            }
+            let _ = h.join();
         }
     }
 }
@@ -68,11 +70,11 @@ pub(crate) fn spawn(inner: &Arc<Inner>, rx: mpsc::Receiver<()>, window: Duration
             None
         }
     };
-    let weak = Arc::downgrade(inner);
+    let (store, recorder) = (inner.store.clone(), inner.recorder.clone());
     let stop = inner.flusher.stop.clone();
     let spawned = std::thread::Builder::new()
         .name("freshcache-flush".into())
-        .spawn(move || run(&weak, &rx, &stop, checkpointer, window));
+        .spawn(move || run(&store, &recorder, &rx, &stop, checkpointer, window));
     match spawned {
         Ok(h) => {
             *inner
@@ -86,7 +88,8 @@ pub(crate) fn spawn(inner: &Arc<Inner>, rx: mpsc::Receiver<()>, window: Duration
 }
 
 fn run(
-    weak: &Weak<Inner>,
+    store: &Store,
+    recorder: &Recorder,
     rx: &mpsc::Receiver<()>,
     stop: &AtomicBool,
     checkpointer: Option<rusqlite::Connection>,
@@ -102,9 +105,8 @@ fn run(
         if stop.load(Ordering::SeqCst) {
             return;
         }
-        let Some(inner) = weak.upgrade() else { return };
         if woken || last_flush.elapsed() >= window {
-            if let Err(e) = inner.recorder.flush(&inner.store.index, true) {
+            if let Err(e) = recorder.flush(&store.index, true) {
                 tracing::warn!(error = %e, "could not flush access records");
             }
             last_flush = Instant::now();

@@ -49,12 +49,15 @@ pub(crate) struct Inner {
     /// Swapped whole on hot reload; readers take a cheap clone of the Arc.
     config: RwLock<Arc<Config>>,
     classes: RwLock<Arc<Classes>>,
-    store: Store,
+    /// Shared with the flusher thread, which never holds `Inner` itself:
+    /// the last handle's drop always runs on a caller's thread, joins the
+    /// flusher and writes what is left before the process can exit.
+    store: Arc<Store>,
     /// Decompressed, verified bytes keyed by blob hash: it can only serve
     /// content the index currently points at.
     l1: moka::sync::Cache<Digest, Bytes>,
     clock: Arc<dyn Clock>,
-    recorder: Recorder,
+    recorder: Arc<Recorder>,
     latency: metrics::Latency,
     /// key → (hash, expiry) of recent fresh reads: repeated gets skip the index.
     hot: HotMap,
