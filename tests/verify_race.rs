@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,9 +22,10 @@ fn verify_beside_writers_reports_no_false_problems() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     let stop = Arc::new(AtomicBool::new(false));
+    let puts = Arc::new(AtomicU64::new(0));
     let mut writers = Vec::new();
     for w in 0..3u64 {
-        let (root, stop) = (root.clone(), stop.clone());
+        let (root, stop, puts) = (root.clone(), stop.clone(), puts.clone());
         writers.push(std::thread::spawn(move || {
             let cache = open(&root);
             let mut n = 0u64;
@@ -38,6 +39,7 @@ fn verify_beside_writers_reports_no_false_problems() {
                         Put::default(),
                     )
                     .unwrap();
+                puts.fetch_add(1, Ordering::Relaxed);
                 if n % 5 == 0 {
                     cache
                         .delete(&format!("odds:w{w}:{}", (n + 3) % 16))
@@ -61,19 +63,28 @@ fn verify_beside_writers_reports_no_false_problems() {
             }
         })
     };
-    std::thread::sleep(Duration::from_millis(200));
     let cache = open(&root);
     let mut false_reports = Vec::new();
-    for _ in 0..60 {
+    // At least 60 verifies, and keep verifying until the writers have made
+    // 300 puts: on a loaded 2-core machine the writers can be starved, and a
+    // count of verifies alone would end the race before it ran (CI saw 58
+    // puts in 60 verifies). The deadline only bounds a wedged run.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut verifies = 0;
+    while verifies < 60 || (puts.load(Ordering::Relaxed) < 300 && std::time::Instant::now() < deadline) {
         let r = cache.verify(false, None).unwrap();
         if !r.is_clean() {
             false_reports.push(r.problems);
         }
+        verifies += 1;
     }
     stop.store(true, Ordering::Relaxed);
     let writes: u64 = writers.into_iter().map(|w| w.join().unwrap()).sum();
     janitor.join().unwrap();
-    assert!(writes > 100, "the writers ran meanwhile ({writes} puts)");
+    assert!(
+        writes >= 300,
+        "the writers ran meanwhile ({writes} puts in {verifies} verifies)"
+    );
     assert!(false_reports.is_empty(), "false reports: {false_reports:?}");
     let r = cache.verify(false, None).unwrap();
     assert!(r.is_clean(), "{:?}", r.problems);
