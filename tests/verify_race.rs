@@ -71,7 +71,9 @@ fn verify_beside_writers_reports_no_false_problems() {
     // puts in 60 verifies). The deadline only bounds a wedged run.
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     let mut verifies = 0;
-    while verifies < 60 || (puts.load(Ordering::Relaxed) < 300 && std::time::Instant::now() < deadline) {
+    while verifies < 60
+        || (puts.load(Ordering::Relaxed) < 300 && std::time::Instant::now() < deadline)
+    {
         let r = cache.verify(false, None).unwrap();
         if !r.is_clean() {
             false_reports.push(r.problems);
