@@ -242,8 +242,11 @@ fn help_describes_every_argument() {
         "run",
         "fetch",
         "demo",
+        "recover",
+        "feeds refresh",
     ] {
-        let o = run(&[sub, "--help"], None, &[]);
+        let args: Vec<&str> = sub.split(' ').chain(["--help"]).collect();
+        let o = run(&args, None, &[]);
         assert_eq!(o.code, Some(0), "{sub}: {}", o.stderr);
         // Each entry line of Arguments:/Options: has text after its name.
         for line in o.stdout.lines() {

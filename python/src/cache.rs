@@ -89,12 +89,22 @@ impl PyCache {
     /// The state of this process; reopened transparently in a forked child.
     pub(crate) fn state(&self, py: Python<'_>) -> PyResult<Arc<State>> {
         let gen = runtime::generation();
-        let mut slot = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.generation == gen {
-            return Ok(slot.clone());
+        {
+            let slot = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if slot.generation == gen {
+                return Ok(slot.clone());
+            }
         }
+        // Opened without the lock: `run` gives the GIL up while it opens, and
+        // a second thread that took the GIL and then waited for this lock
+        // would never give it back (a deadlock on a gthread worker's first
+        // requests after fork). Two threads may both open; one state wins.
         let (spec, clock) = (self.spec.clone(), self.clock.clone());
         let cache = run(py, move || open(&spec, clock.as_ref()))?;
+        let mut slot = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.generation == gen {
+            return Ok(slot.clone()); // another thread won; ours drops here
+        }
         let fresh = Arc::new(State {
             generation: gen,
             cache,
@@ -353,7 +363,7 @@ impl PyCache {
     }
 
     /// The staleness guard (the package's `Cache.guard` wraps this):
-    /// returns (at_ms, entries) or raises StaleSignals.
+    /// returns (at_ms, entries, unconfirmed keys) or raises StaleSignals.
     #[pyo3(signature = (requirements, *, max_age=None, class_max_age=None, at=None))]
     fn _guard(
         &self,
@@ -362,7 +372,7 @@ impl PyCache {
         max_age: Option<&Bound<'_, PyAny>>,
         class_max_age: Option<HashMap<String, Bound<'_, PyAny>>>,
         at: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<(i64, Vec<PyEntry>)> {
+    ) -> PyResult<(i64, Vec<PyEntry>, Vec<String>)> {
         let max_age = duration(py, max_age, "max_age")?;
         let mut per_class = Vec::new();
         for (class, d) in class_max_age.unwrap_or_default() {
@@ -393,7 +403,7 @@ impl PyCache {
             .into_iter()
             .map(|s| PyEntry::new(py, s.meta, Some(&s.value), Some(s.requirement)))
             .collect();
-        Ok((set.at, entries))
+        Ok((set.at, entries, set.unconfirmed))
     }
 
     /// The fresh value of `key`, or the value `fn()` returns (bytes or

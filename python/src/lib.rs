@@ -86,7 +86,9 @@ pub(crate) fn duration(
             format!("{what} must be a finite, non-negative duration, got {secs}"),
         ));
     }
-    Ok(Some(Duration::from_secs_f64(secs)))
+    Duration::try_from_secs_f64(secs)
+        .map(Some)
+        .map_err(|_| invalid(py, format!("{what} of {secs} seconds is out of range")))
 }
 
 /// Epoch milliseconds from seconds (int/float) or a `datetime`.

@@ -64,6 +64,9 @@ def test_unknown_class_bad_values_and_ttls(cache: freshcache.Cache) -> None:
         cache.put("odds:g:1", b"v", ttl="soon")  # type: ignore[arg-type]
     with pytest.raises(freshcache.InvalidInput):
         cache.put("odds:g:1", b"v", ttl=-1)
+    # Beyond what a Duration holds: an error of the tree, not a PanicException.
+    with pytest.raises(freshcache.InvalidInput):
+        cache.put("odds:g:1", b"v", ttl=1e20)
     with pytest.raises(freshcache.InvalidInput):
         cache.evict(max_size="much")
 

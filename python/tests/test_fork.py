@@ -6,6 +6,8 @@ import multiprocessing as mp
 import os
 import pickle
 import sys
+import threading
+import time
 
 import pytest
 
@@ -20,6 +22,10 @@ def test_os_fork_child_reopens(root) -> None:
     c = freshcache.Cache(root)
     c.put("odds:g1:1", b"parent")
     assert c.get("odds:g1:1") == b"parent"  # parent's handles and L1 are warm
+    # A value large enough to be hashed on the rayon pool: the parent's pool
+    # threads do not exist in the child, which must not wait for them.
+    big = os.urandom(1 << 20)
+    c.put("odds:g1:big", big)
     gen = c._generation
     r, w = os.pipe()
     pid = os.fork()
@@ -28,6 +34,8 @@ def test_os_fork_child_reopens(root) -> None:
         try:
             ok = c.get("odds:g1:1") == b"parent" and c._generation == gen + 1
             c.put("odds:g1:2", b"child")
+            c.put("odds:g1:big2", big[::-1])
+            ok = ok and c.get("odds:g1:big2") == big[::-1]
             v = c.get_or_fetch("odds:g1:3", lambda: b"child-fetch")
             c.flush()
             code = 0 if ok and v == b"child-fetch" else 2
@@ -35,11 +43,54 @@ def test_os_fork_child_reopens(root) -> None:
             os.write(w, b"%d" % code)
             os._exit(code)
     os.close(w)
-    _, status = os.waitpid(pid, 0)
+    status = _wait(pid)
     assert os.read(r, 10) == b"0" and os.waitstatus_to_exitcode(status) == 0
     assert c._generation == gen
     assert c.get("odds:g1:2") == b"child"
     assert c.get("odds:g1:3") == b"child-fetch"
+    assert c.get("odds:g1:big2") == big[::-1]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork + threads")
+def test_threads_reopen_together_after_fork(root) -> None:
+    """The first calls of a gthread worker: 8 threads reopen at once."""
+    c = freshcache.Cache(root)
+    c.put("odds:g2:1", b"parent")
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            got: list[bytes | None] = []
+            barrier = threading.Barrier(8)
+
+            def hit() -> None:
+                barrier.wait()
+                got.append(c.get("odds:g2:1"))
+
+            ts = [threading.Thread(target=hit) for _ in range(8)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join(60)
+            code = 0 if got == [b"parent"] * 8 else 2
+        finally:
+            os._exit(code)
+    assert os.waitstatus_to_exitcode(_wait(pid)) == 0
+
+
+def _wait(pid: int) -> int:
+    """The child's wait status; a child that hangs (a deadlock) is killed
+    after 60 s and fails the test instead of hanging the suite."""
+    deadline = time.monotonic() + 60
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung (deadlock)")
+        time.sleep(0.05)
 
 
 def _worker(args) -> int:
@@ -84,6 +135,6 @@ def test_fork_after_async_use(root) -> None:
             os._exit(0 if v == b"a" else 3)
         except BaseException:
             os._exit(4)
-    _, status = os.waitpid(pid, 0)
+    status = _wait(pid)
     assert os.waitstatus_to_exitcode(status) == 0
     assert c.get("news:x:2") == b"a"

@@ -84,3 +84,24 @@ def test_two_instances_share_puts_and_one_upstream_call(tmp_path: Path, redis_ur
         assert time.monotonic() < deadline, "invalidation did not reach instance b"
         time.sleep(0.05)
     assert b.stats()["redis"]["configured"] is True
+
+
+def test_guard_lists_unconfirmed_signals_when_redis_is_unreachable(tmp_path: Path) -> None:
+    """Redis configured but down at open: under `available` the guard accepts
+    local entries and names them unconfirmed; under `strict` it refuses them."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    url = f"redis://127.0.0.1:{port}/0"
+    c = freshcache.Cache(tmp_path / "a", config={"redis": {"url": url, "timeout": "200ms"}})
+    c.put("odds:g1:1", b"x")
+    fs = c.guard(["odds:g1:1"])
+    assert fs["odds:g1:1"] == b"x"
+    assert fs.unconfirmed == ["odds:g1:1"]
+    del c
+    strict = freshcache.Cache(
+        tmp_path / "a", config={"redis": {"url": url, "timeout": "200ms", "consistency": "strict"}}
+    )
+    with pytest.raises(freshcache.StaleSignals) as e:
+        strict.guard(["odds:g1:1"])
+    assert [(s.key, s.reason) for s in e.value.signals] == [("odds:g1:1", "unconfirmed")]

@@ -8,9 +8,15 @@ pub struct Digest(pub [u8; 32]);
 
 impl Digest {
     /// Hashes `bytes`. Inputs of 128 KiB and more are hashed on several
-    /// threads (blake3's rayon mode; ~2x on two cores for 1 MiB).
+    /// threads (blake3's rayon mode; ~2x on two cores for 1 MiB), except in
+    /// a process forked from the one that started rayon's pool: its worker
+    /// threads do not exist in the child, and a job sent to them would wait
+    /// forever (rayon-rs/rayon#708; gunicorn `--preload`, multiprocessing).
     pub fn of(bytes: &[u8]) -> Digest {
-        if bytes.len() >= 128 * 1024 {
+        static POOL_PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+        if bytes.len() >= 128 * 1024
+            && *POOL_PID.get_or_init(std::process::id) == std::process::id()
+        {
             let mut h = blake3::Hasher::new();
             h.update_rayon(bytes);
             return Digest(*h.finalize().as_bytes());

@@ -169,7 +169,9 @@ impl CacheBuilder {
                 shared,
                 coordinator,
                 flusher,
+                handles: std::sync::atomic::AtomicUsize::new(1),
             }),
+            user: true,
         };
         super::flusher::spawn(&cache.inner, wake, window_duration(window));
         if let Some(s) = &cache.inner.shared {

@@ -38,9 +38,48 @@ use flight::Flights;
 use plug::{Claim, Coordinator, SharedTier};
 
 /// A disk-backed, content-addressed cache. Cheap to clone; `Send + Sync`.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Cache {
     inner: Arc<Inner>,
+    /// A caller's handle (built or cloned), not a shared tier's background
+    /// task holding the cache for one local operation: the last caller's
+    /// handle writes the batched counters on the caller's thread.
+    user: bool,
+}
+
+impl Clone for Cache {
+    fn clone(&self) -> Self {
+        if self.user {
+            self.inner
+                .handles
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Cache {
+            inner: self.inner.clone(),
+            user: self.user,
+        }
+    }
+}
+
+impl Drop for Cache {
+    /// The last caller's handle writes what is batched now, on this thread:
+    /// a background task (the Redis tier's subscriber) may still hold the
+    /// cache for a moment, and the last `Inner` would then drop on its
+    /// thread, after a short-lived process had already exited (a CLI `get`
+    /// that lost its counters).
+    fn drop(&mut self) {
+        if self.user
+            && self
+                .inner
+                .handles
+                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
+                == 1
+        {
+            if let Err(e) = self.inner.recorder.flush(&self.inner.store.index, true) {
+                tracing::warn!(error = %e, "could not flush access records on close");
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -71,6 +110,8 @@ pub(crate) struct Inner {
     coordinator: Option<Arc<dyn Coordinator>>,
     /// Wakes the thread that writes batched access records.
     flusher: flusher::Flusher,
+    /// Live caller handles (see [`Cache::user`](Cache)).
+    handles: std::sync::atomic::AtomicUsize,
 }
 
 /// A handle that does not keep the cache alive (for a shared tier's
@@ -81,7 +122,7 @@ pub(crate) struct WeakCache(std::sync::Weak<Inner>);
 impl WeakCache {
     /// The cache, while it is alive.
     pub(crate) fn upgrade(&self) -> Option<Cache> {
-        self.0.upgrade().map(|inner| Cache { inner })
+        self.0.upgrade().map(|inner| Cache { inner, user: false })
     }
 }
 

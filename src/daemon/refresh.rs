@@ -75,6 +75,7 @@ impl Loaders {
 
 /// What one pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PassReport {
     /// Keys refreshed ahead.
     pub refreshed: Vec<String>,

@@ -19,6 +19,7 @@ pub fn document_key(feed: &str) -> String {
 
 /// What refreshing one feed did.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct FeedReport {
     /// The feed's name.
     pub name: String,

@@ -301,9 +301,22 @@ fn verify_in(
             })?;
             report.keys_dropped.extend(keys);
         }
-        store.write(|tx| {
-            for key in &dangling {
-                index::delete_entry(tx, key).map_err(w)?;
+        let dangling = store.write(|tx| {
+            // Only an entry that still dangles: a writer may have put the key
+            // again since it was found, and that value is acknowledged.
+            let mut dropped = Vec::new();
+            for key in dangling {
+                let gone = tx
+                    .prepare_cached(
+                        "DELETE FROM entries WHERE key = ?1 AND NOT EXISTS \
+                         (SELECT 1 FROM blobs b WHERE b.id = entries.blob_id)",
+                    )
+                    .and_then(|mut st| st.execute([&key]))
+                    .map_err(w)?;
+                if gone > 0 {
+                    index::log_change(tx, &key).map_err(w)?;
+                    dropped.push(key);
+                }
             }
             tx.execute_batch(
                 "UPDATE blobs SET refs = (SELECT COUNT(*) FROM entries e WHERE e.blob_id = blobs.id);",
@@ -325,7 +338,7 @@ fn verify_in(
             for (name, value) in t {
                 index::set_counter(tx, name, value).map_err(w)?;
             }
-            Ok(())
+            Ok(dropped)
         })?;
         report.keys_dropped.extend(dangling);
     }

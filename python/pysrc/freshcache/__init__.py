@@ -25,7 +25,7 @@ import inspect
 import json
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import (
     Any,
@@ -130,6 +130,10 @@ class FreshSet:
 
     at: datetime
     signals: List[Entry]
+    #: Keys accepted although not yet confirmed against the shared
+    #: invalidation log (Redis configured, ``consistency: available``, the
+    #: instance not caught up); empty otherwise.
+    unconfirmed: List[str] = field(default_factory=list)
 
     def entry(self, requirement: str) -> Entry:
         for s in self.signals:
@@ -205,14 +209,16 @@ class Cache(_native.Cache):
         missing signal with its age and limit."""
         if isinstance(requirements, str):
             requirements = [requirements]
-        at_ms, entries = self._guard(
+        at_ms, entries, unconfirmed = self._guard(
             list(requirements),
             max_age=max_age,
             class_max_age=dict(class_max_age) if class_max_age else None,
             at=at,
         )
         return FreshSet(
-            at=datetime.fromtimestamp(at_ms / 1000, tz=timezone.utc), signals=entries
+            at=datetime.fromtimestamp(at_ms / 1000, tz=timezone.utc),
+            signals=entries,
+            unconfirmed=unconfirmed,
         )
 
     # -- upstream calls --------------------------------------------------

@@ -114,7 +114,7 @@ class StaleSignal:
     requirement: str
     key: Optional[str]
     cls: str
-    #: "missing", "expired", "too_old" or "from_the_future"
+    #: "missing", "expired", "too_old", "from_the_future" or "unconfirmed"
     reason: str
     age_ms: Optional[int]
     limit_ms: Optional[int]

@@ -145,7 +145,7 @@ class Cache:
         max_age: Optional[_Seconds] = None,
         class_max_age: Optional[Dict[str, _Seconds]] = None,
         at: Optional[_Instant] = None,
-    ) -> Tuple[int, List[Entry]]: ...
+    ) -> Tuple[int, List[Entry], List[str]]: ...
     def get_or_fetch(
         self,
         key: str,

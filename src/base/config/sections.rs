@@ -159,6 +159,9 @@ struct RedisConfigShown<'a> {
     grace: Dur,
     lease_ttl: Dur,
     max_backoff: Dur,
+    consistency: Consistency,
+    log_len: u64,
+    tls_ca_file: Option<&'a std::path::Path>,
 }
 
 impl Serialize for RedisConfig {
@@ -174,6 +177,9 @@ impl Serialize for RedisConfig {
             grace: self.grace,
             lease_ttl: self.lease_ttl,
             max_backoff: self.max_backoff,
+            consistency: self.consistency,
+            log_len: self.log_len,
+            tls_ca_file: self.tls_ca_file.as_deref(),
         }
         .serialize(s)
     }

@@ -228,3 +228,17 @@ fn empty_config_file_is_refused_not_all_defaults() {
     .unwrap();
     assert_eq!(c.classes["odds"].ttl.0, crate::base::policy::MAX_TTL);
 }
+
+#[test]
+fn shown_redis_section_keeps_every_non_secret_field() {
+    let yaml = "redis: { url: 'rediss://127.0.0.1:6380/0', consistency: strict, log_len: 5, \
+                tls_ca_file: /etc/ca.pem, key_prefix: 'fc2:' }\n";
+    let c = Config::from_layers(Some(("f.yml".into(), yaml)), env(&[])).unwrap();
+    assert_eq!(c.redis.consistency, Consistency::Strict);
+    // What /v1/config prints loads back to the same config: nothing but
+    // secrets is dropped on the way out.
+    let printed = serde_norway::to_string(&c).unwrap();
+    assert!(printed.contains("consistency: strict"), "{printed}");
+    let again = Config::from_layers(Some(("printed".into(), &printed)), env(&[])).unwrap();
+    assert_eq!(again, c);
+}

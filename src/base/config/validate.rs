@@ -15,8 +15,10 @@ impl Config {
                 "need 0 < low_watermark <= high_watermark <= 1",
             );
         }
-        if !(1..=22).contains(&c.zstd_level) {
-            return err("cache.zstd_level", "must be between 1 and 22");
+        // Levels 20-22 ("ultra") need windows of up to 128 MiB to decode,
+        // which would break the bound on a streaming verify's memory.
+        if !(1..=19).contains(&c.zstd_level) {
+            return err("cache.zstd_level", "must be between 1 and 19");
         }
         if c.max_size.0 == 0 {
             return err("cache.max_size", "must be greater than zero");

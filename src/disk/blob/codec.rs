@@ -111,8 +111,14 @@ pub fn verify_stream(
     let decoded = match codec {
         Codec::Raw => copy_hashing(&mut src, &mut hasher, size),
         Codec::Zstd => {
-            let mut decoder = match zstd::stream::read::Decoder::new(&mut src) {
-                Ok(d) => d.single_frame(),
+            // Window capped at 8 MiB (what levels up to 19 use for any input):
+            // a frame that asks for more is damage, not a reason to allocate.
+            let mut decoder = match zstd::stream::read::Decoder::new(&mut src).and_then(|d| {
+                let mut d = d.single_frame();
+                d.window_log_max(23)?;
+                Ok(d)
+            }) {
+                Ok(d) => d,
                 Err(_) => return Ok(false),
             };
             let n = copy_hashing(&mut decoder, &mut hasher, size);

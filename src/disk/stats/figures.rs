@@ -80,6 +80,7 @@ pub struct TtlEvidence {
 
 /// Measured TTL evidence per class and per feed.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[non_exhaustive]
 pub struct Measured {
     /// By class.
     pub classes: BTreeMap<String, TtlEvidence>,
@@ -89,6 +90,7 @@ pub struct Measured {
 
 /// What the daemon's refresh-ahead did (persisted counters `refresh_ahead|…`).
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RefreshAheadStats {
     /// Hot entries revalidated before they expired.
     pub refreshed: u64,
@@ -101,6 +103,7 @@ pub struct RefreshAheadStats {
 
 /// The request quota of the current window (`fetch.quota`).
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct QuotaStats {
     /// Requests made in this window.
     pub used: u64,
