@@ -43,7 +43,9 @@ fn every_command(url: &str) -> Vec<(&'static str, Vec<String>)> {
         ("evict", v(&["evict"])),
         ("gc", v(&["gc"])),
         ("verify", v(&["verify"])),
-XX, v(&["fetch", url, "--key", "odds:x:2"])),
+        ("verify --repair", v(&["verify", "--repair"])),
+        ("recover", v(&["recover"])),
+        ("fetch", v(&["fetch", url, "--key", "odds:x:2"])),
         ("feeds refresh", v(&["feeds", "refresh"])),
         ("run", v(&["run", "--listen", "127.0.0.1:0"])),
     ]
