@@ -145,3 +145,37 @@ fn a_symlinked_blob_is_corrupt_and_repair_removes_it() {
         "its target is untouched"
     );
 }
+
+/// A change counter that cannot be mapped (here a link out of the root, or
+/// a directory in its place) refuses the open with an I/O error (exit 6):
+/// a process writing without moving the counter would let other processes
+/// keep serving a mapping it changed.
+#[test]
+fn a_counter_that_cannot_be_mapped_refuses_the_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    one_file_blob(&root, "odds:g:1", &common::noise(1, 4000));
+    let seq = root.join("index.seq");
+    std::fs::remove_file(&seq).unwrap();
+    let outside = dir.path().join("outside");
+    std::fs::write(&outside, b"").unwrap();
+    symlink(&outside, &seq).unwrap();
+    let err = Cache::with_config(config(&root)).unwrap_err();
+    assert!(err.to_string().contains("I/O"), "{err}");
+    assert_eq!(
+        std::fs::metadata(&outside).unwrap().len(),
+        0,
+        "not followed"
+    );
+    let (code, out) = cli(&root, &["get", "odds:g:1"]);
+    assert_eq!(code, 6, "{out}");
+    assert!(out.contains("index.seq"), "{out}");
+
+    std::fs::remove_file(&seq).unwrap();
+    std::fs::create_dir(&seq).unwrap();
+    assert!(Cache::with_config(config(&root)).is_err());
+    std::fs::remove_dir(&seq).unwrap();
+    // Once the counter can be had again, the root opens as it was.
+    let cache = Cache::with_config(config(&root)).unwrap();
+    assert!(cache.get("odds:g:1").unwrap().is_some());
+}

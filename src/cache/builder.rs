@@ -135,9 +135,9 @@ impl CacheBuilder {
             reserve: Reserve::new(&root),
             zstd_level: c.zstd_level,
         };
-        if let Some(seq) = crate::disk::seq::ChangeSeq::open(&root) {
-            store.index.attach_seq(seq);
-        }
+        let seq = crate::disk::seq::ChangeSeq::open(&root)
+            .map_err(|e| Error::io(root.join(crate::disk::seq::SEQ_FILE), e))?;
+        store.index.attach_seq(seq);
         // Best effort, one stat when it is there (see disk::reserve).
         store.reserve.ensure();
         let hot = HotMap::new(&store.index, c.fsync, 1 << 20)?;

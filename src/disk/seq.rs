@@ -22,11 +22,11 @@
 #![allow(unsafe_code)]
 
 use std::fs::OpenOptions;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use memmap2::MmapMut;
+use memmap2::{MmapOptions, MmapRaw};
 
 /// File name of the counter, beside the index.
 pub const SEQ_FILE: &str = "index.seq";
@@ -36,14 +36,19 @@ const LEN: u64 = 4096;
 /// See the module docs.
 #[derive(Debug)]
 pub struct ChangeSeq {
-    map: MmapMut,
+    map: MmapRaw,
 }
 
 impl ChangeSeq {
-    /// Maps `<root>/index.seq`, creating it (0600, never through a link).
-    /// `None` if it cannot be had (a full disk, a read-only root): then
-    /// every read takes the full sync, which is correct, only slower.
-    pub fn open(root: &Path) -> Option<ChangeSeq> {
+    /// Maps `<root>/index.seq`, creating it (0600, never through a link),
+    /// with its page allocated on disk: a store into a hole of a sparse
+    /// file on a full disk would be a SIGBUS, not an error.
+    ///
+    /// # Errors
+    /// The file cannot be opened, allocated or mapped. The cache then does
+    /// not open: a process that wrote the index without moving the counter
+    /// would let other processes serve a mapping it had changed.
+    pub fn open(root: &Path) -> std::io::Result<ChangeSeq> {
         let path = root.join(SEQ_FILE);
         let file = OpenOptions::new()
             .read(true)
@@ -52,36 +57,50 @@ impl ChangeSeq {
             .truncate(false)
             .mode(0o600)
             .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(&path)
-            .ok()?;
-        let len = file.metadata().ok()?.len();
-        if len < LEN {
+            .open(&path)?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(std::io::Error::other(format!(
+                "{} is not a regular file",
+                path.display()
+            )));
+        }
+        if meta.len() < LEN {
             // A new file (zeros: even, stable) or a short one: grow it. The
             // mapping is made only once the file is long enough.
-            file.set_len(LEN).ok()?;
+            file.set_len(LEN)?;
+        }
+        // Allocate the page (a no-op when it is; never changes its bytes).
+        // Where fallocate is not supported, a new file's page is written.
+        if let Err(e) = rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, LEN) {
+            if e == rustix::io::Errno::NOSPC {
+                return Err(e.into());
+            }
+            if meta.len() < LEN {
+                file.write_all_at(&[0u8; LEN as usize][meta.len() as usize..], meta.len())?;
+            }
         }
         // SAFETY: the mapping is of a regular file we opened read-write and
-        // sized to LEN bytes; it lives as long as `self`. Other processes
-        // change its contents concurrently, which is why its memory is only
-        // ever accessed through the `AtomicU64` in `cell` (never as plain
-        // bytes). Shrinking the file under us would fault on access; the
-        // root is 0700 and owned by this user, and only this module touches
-        // the file.
-        let map = unsafe { MmapMut::map_mut(&file) }.ok()?;
-        if map.len() < 8 {
-            return None;
-        }
-        Some(ChangeSeq { map })
+        // sized to LEN bytes, with its page allocated; it lives as long as
+        // `self`. Other processes change its contents concurrently, which is
+        // why its memory is only ever accessed through the `AtomicU64` in
+        // `cell`, by a raw pointer (never as a Rust slice or reference to
+        // plain bytes). Shrinking the file under us would fault on access;
+        // the root is 0700 and owned by this user, and only this module
+        // touches the file.
+        let map = MmapOptions::new().len(LEN as usize).map_raw(&file)?;
+        Ok(ChangeSeq { map })
     }
 
     fn cell(&self) -> &AtomicU64 {
-        let ptr = self.map.as_ptr().cast::<AtomicU64>();
-        // SAFETY: the mapping is page-aligned (so 8-byte aligned) and at
-        // least 8 bytes long (checked in `open`), it outlives the returned
-        // reference (borrowed from `self`), and all access to these bytes,
-        // in this and every other process, is atomic: `AtomicU64` has the
-        // same layout as `u64`, and shared-memory atomics are how a seqlock
-        // across processes is built.
+        let ptr = self.map.as_mut_ptr().cast::<AtomicU64>();
+        // SAFETY: the mapping is page-aligned (so 8-byte aligned) and LEN
+        // bytes long, it outlives the returned reference (borrowed from
+        // `self`), the pointer comes from a writable shared mapping (not
+        // from a shared reference to its bytes), and all access to these
+        // bytes, in this and every other process, is atomic: `AtomicU64`
+        // has the same layout as `u64`, and shared-memory atomics are how a
+        // seqlock across processes is built.
         unsafe { &*ptr }
     }
 
@@ -95,7 +114,14 @@ impl ChangeSeq {
     pub fn begin(&self) {
         let c = self.cell();
         let v = c.load(Ordering::Acquire);
-        c.store(if v % 2 == 0 { v + 1 } else { v + 2 }, Ordering::SeqCst);
+        c.store(
+            if v % 2 == 0 {
+                v.wrapping_add(1)
+            } else {
+                v.wrapping_add(2)
+            },
+            Ordering::SeqCst,
+        );
     }
 
     /// After the COMMIT (or its failure), still holding the write lock.
@@ -137,7 +163,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let outside = tempfile::NamedTempFile::new().unwrap();
         std::os::unix::fs::symlink(outside.path(), dir.path().join(SEQ_FILE)).unwrap();
-        assert!(ChangeSeq::open(dir.path()).is_none());
+        assert!(ChangeSeq::open(dir.path()).is_err());
         assert_eq!(std::fs::metadata(outside.path()).unwrap().len(), 0);
     }
 }
