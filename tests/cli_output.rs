@@ -263,3 +263,41 @@ fn help_describes_every_argument() {
         }
     }
 }
+
+/// With Redis configured but not answering, the human `guard` output does
+/// not say "all fresh": it names the unconfirmed signals; `stats` shows the
+/// sync state and the refresh-ahead counters.
+#[test]
+fn guard_and_stats_say_when_entries_are_unconfirmed() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = s(&dir.path().join("root"));
+    // Bound and never answered: connects queue, every Redis call times out.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("redis://{}/0", silent.local_addr().unwrap());
+    let env = [("FRESHCACHE_REDIS_URL", url.as_str())];
+    let o = run(&["--root", &r, "put", "odds:u:1", "-"], Some(b"v"), &[]);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    let o = run(&["--root", &r, "guard", "odds:u:1"], None, &env);
+    assert_eq!(o.code, Some(0), "available: accepted\n{}", o.stderr);
+    assert!(
+        o.stdout.contains("1 UNCONFIRMED") && o.stdout.contains("odds:u:1"),
+        "{}",
+        o.stdout
+    );
+    assert!(!o.stdout.contains("all fresh"), "{}", o.stdout);
+    let o = run(&["--root", &r, "stats"], None, &env);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    assert!(
+        o.stdout.contains("redis sync       UNCONFIRMED"),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stdout.contains("refresh ahead    0 refreshed"),
+        "{}",
+        o.stdout
+    );
+    // Without Redis the same entry is simply fresh.
+    let o = run(&["--root", &r, "guard", "odds:u:1"], None, &[]);
+    assert!(o.stdout.contains("all fresh"), "{}", o.stdout);
+}

@@ -44,7 +44,18 @@ pub fn guard(cache: &Cache, a: GuardArgs) -> anyhow::Result<Status> {
             if a.json {
                 print_json(&set)?;
             } else {
-                outln!("accepted: {} signal(s), all fresh", set.signals.len())?;
+                if set.unconfirmed.is_empty() {
+                    outln!("accepted: {} signal(s), all fresh", set.signals.len())?;
+                } else {
+                    // redis.consistency: available, not caught up with the
+                    // shared invalidation log: fresh here, not confirmed.
+                    outln!(
+                        "accepted: {} signal(s), fresh locally; {} UNCONFIRMED against the shared invalidation log: {}",
+                        set.signals.len(),
+                        set.unconfirmed.len(),
+                        set.unconfirmed.join(", ")
+                    )?;
+                }
                 print_meta_table(
                     &set.signals
                         .iter()

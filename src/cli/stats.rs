@@ -79,7 +79,25 @@ pub fn print_stats(s: &freshcache::Stats, config: &Config) -> std::io::Result<()
             r.leases_waited,
             r.invalidations_received
         )?;
+        outln!(
+            "redis sync       {}; {} invalidations pending publication, {} unconfirmed reads, {} reconciles",
+            if r.confirmed {
+                "confirmed"
+            } else {
+                "UNCONFIRMED (not caught up with the invalidation log)"
+            },
+            r.pending_unshared,
+            r.unconfirmed_reads,
+            r.reconciles
+        )?;
     }
+    let ra = &s.refresh_ahead;
+    outln!(
+        "refresh ahead    {} refreshed, {} failed, {} misses avoided",
+        ra.refreshed,
+        ra.failed,
+        ra.misses_avoided
+    )?;
     let threshold = config.monitoring.ttl_violation_threshold;
     outln!(
         "{:<14} {:>7} {:>7} {:>8} {:>8} {:>10} {:>10}",
