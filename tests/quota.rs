@@ -172,6 +172,12 @@ fn the_global_quota_in_redis_uses_the_same_calendar_windows() {
     set("2026-01-31T22:00:00Z");
     assert!(a.redis().unwrap().acquire_quota("h").is_ok());
     assert!(b.redis().unwrap().acquire_quota("h").is_ok());
+    // `stats` shows what the instances used together, on either instance.
+    for c in [&a, &b] {
+        let q = c.stats().unwrap().quota;
+        assert_eq!((q.used, q.left, q.limit), (2, 0, 2), "{q:?}");
+        assert_eq!(q.resets_at, at("2026-02-01T00:00:00Z"));
+    }
     set("2026-01-31T23:59:59.999Z");
     assert!(matches!(
         a.redis().unwrap().acquire_quota("h"),
@@ -185,4 +191,5 @@ fn the_global_quota_in_redis_uses_the_same_calendar_windows() {
     assert!(b.redis().unwrap().acquire_quota("h").is_ok());
     assert!(a.redis().unwrap().acquire_quota("h").is_ok());
     assert!(a.redis().unwrap().acquire_quota("h").is_err());
+    assert_eq!(b.stats().unwrap().quota.used, 2, "the new month's count");
 }

@@ -116,4 +116,8 @@ pub(crate) trait Coordinator: Send + Sync + fmt::Debug {
         quota: Rate,
         interval: Duration,
     ) -> BoxFuture<'a, Result<Admission>>;
+    /// Requests the instances together made in `quota`'s window that holds
+    /// `now`, as the shared backend counts them; `None` when it cannot be
+    /// asked (the caller then shows its local count only).
+    fn quota_used(&self, quota: Rate, now: Millis) -> Option<u64>;
 }

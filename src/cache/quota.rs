@@ -80,17 +80,23 @@ impl Cache {
         Ok(self.quota_status(quota)?.used)
     }
 
-    /// Used, left and the reset instant of `quota` now.
+    /// Used, left and the reset instant of `quota` now. With a coordinator
+    /// (the Redis tier), `used` is what the instances together used, as the
+    /// shared counter says, plus what this root admitted on its own while
+    /// the counter could not be reached; without one, this root's count.
     ///
     /// # Errors
     /// A storage error.
     pub fn quota_status(&self, quota: Rate) -> Result<QuotaStats> {
-        let (start, end) = quota.window(self.now());
-        let used = self
+        let now = self.now();
+        let (start, end) = quota.window(now);
+        let local = self
             .inner
             .store
             .index
             .read(|c| current_used(c, quota, start, end))?;
+        let global = self.coordinator().and_then(|c| c.quota_used(quota, now));
+        let used = local.saturating_add(global.unwrap_or(0));
         Ok(QuotaStats {
             used,
             limit: quota.count,

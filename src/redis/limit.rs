@@ -61,6 +61,22 @@ async fn admit(core: std::sync::Arc<super::Core>, a: Args) -> redis::RedisResult
 }
 
 impl RedisTier {
+    /// The global count of `quota`'s window that holds `now` (one GET);
+    /// `None` when Redis does not answer.
+    pub(crate) fn global_quota_used(&self, quota: Rate, now: i64) -> Option<u64> {
+        let (start, _) = quota.window(now);
+        let key = self.core.keys.quota(start);
+        self.block(
+            "quota",
+            self.core.settings.timeout,
+            move |core| async move {
+                let mut c = core.conn().await?;
+                let used: Option<i64> = redis::cmd("GET").arg(key).query_async(&mut c).await?;
+                Ok(used.unwrap_or(0).max(0) as u64)
+            },
+        )
+    }
+
     fn args(&self, host: &str, quota: Rate, interval: Duration) -> Args {
         let now = self.core.cache().map_or(0, |c| c.now());
         let (start, end) = quota.window(now);

@@ -466,6 +466,9 @@ impl Coordinator for RedisTier {
     ) -> BoxFuture<'a, Result<Admission>> {
         Box::pin(self.admit_with(host, quota, interval))
     }
+    fn quota_used(&self, quota: Rate, now: Millis) -> Option<u64> {
+        self.global_quota_used(quota, now)
+    }
 }
 
 impl Cache {
