@@ -212,3 +212,46 @@ async fn the_running_daemon_refreshes_a_hot_key_through_its_registered_loader() 
     stop_tx.send(()).unwrap();
     running.await.unwrap().unwrap();
 }
+
+/// Loader refreshes keep the rate limit, like requests: three hot keys under
+/// one loader at `fetch.rate_limit: 1/h` wait an hour between calls (tokio's
+/// paused clock measures it), and the quota counts each call.
+#[tokio::test(start_paused = true)]
+async fn loader_refreshes_keep_the_rate_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let clock = ManualClock::new(now);
+    let mut config = freshcache::Config::default();
+    config.fetch.rate_limit = freshcache::config::Rate::parse("1/h").unwrap();
+    let cache = Cache::builder()
+        .root(dir.path())
+        .config(config)
+        .clock(clock.clone())
+        .open()
+        .unwrap();
+    for i in 0..3 {
+        let key = format!("llm:features:c{i}:d1");
+        cache.put(&key, b"old", Put::default()).unwrap();
+        for _ in 0..3 {
+            cache.get(&key).unwrap();
+        }
+    }
+    let mut loaders = Loaders::default();
+    loaders.register("llm:", |key: String| async move {
+        Ok(format!("new {key}").into_bytes())
+    });
+    let mut ra = RefreshAhead::new(&cache, loaders).unwrap();
+    clock.advance(Duration::from_secs(22 * 3600));
+    let t0 = tokio::time::Instant::now();
+    let r = ra.pass().await.unwrap();
+    assert_eq!(r.refreshed.len(), 3, "{r:?}");
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_secs(2 * 3600) && waited < Duration::from_secs(3 * 3600),
+        "three calls at 1/h: the 2nd and 3rd wait an hour each, waited {waited:?}"
+    );
+    assert_eq!(cache.stats().unwrap().quota.used, 3);
+}

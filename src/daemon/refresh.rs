@@ -65,11 +65,12 @@ impl Loaders {
             .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
     }
 
-    fn find(&self, key: &str) -> Option<&LoaderFn> {
+    /// The loader of the longest registered prefix of `key`, with it.
+    fn find(&self, key: &str) -> Option<(&str, &LoaderFn)> {
         self.by_prefix
             .iter()
             .find(|(p, _)| key.starts_with(p.as_str()))
-            .map(|(_, f)| f)
+            .map(|(p, f)| (p.as_str(), f))
     }
 }
 
@@ -221,18 +222,12 @@ impl RefreshAhead {
             self.fetcher.fetch(url, &meta.key, &opts).await?;
             return Ok(true);
         }
-        let Some(loader) = self.loaders.find(&meta.key) else {
+        let Some((prefix, loader)) = self.loaders.find(&meta.key) else {
             return Ok(false);
         };
+        // Within the quota and the rate limit, as a request would be.
+        self.fetcher.admit_loader(prefix).await?;
         let cache = self.cache.clone();
-        let quota = cache.config().fetch.quota;
-        let c = cache.clone();
-        tokio::task::spawn_blocking(move || c.take_quota(quota))
-            .await
-            .map_err(|e| Error::Loader {
-                key: meta.key.clone(),
-                source: e.into(),
-            })??;
         let value = loader(meta.key.clone()).await.map_err(|e| Error::Loader {
             key: meta.key.clone(),
             source: e,

@@ -141,6 +141,25 @@ impl Fetcher {
         &self.cache
     }
 
+    /// Admits one call of a registered loader (the daemon's refresh-ahead)
+    /// under the same politeness as a request: the quota, and the rate
+    /// limit of a pseudo-host named after the loader's key prefix
+    /// (`loader:<prefix>`), global through the coordinator when there is
+    /// one, else this process's limiter and the root's quota.
+    ///
+    /// # Errors
+    /// [`Error::QuotaExceeded`]; a storage error of the local quota.
+    pub async fn admit_loader(&self, prefix: &str) -> Result<()> {
+        let host = format!("loader:{prefix}");
+        let url = Url::parse("loader:///").map_err(|e| Error::Upstream {
+            url: host.clone(),
+            reason: e.to_string(),
+        })?;
+        self.limiter
+            .admit(&self.cache, &url, &host, self.settings.quota)
+            .await
+    }
+
     /// `(used, limit)` of the request quota in the current period.
     ///
     /// # Errors
