@@ -227,8 +227,8 @@ async fn loader_refreshes_keep_the_rate_limit() {
     let mut config = freshcache::Config::default();
     config.fetch.rate_limit = freshcache::config::Rate::parse("1/h").unwrap();
     let cache = Cache::builder()
-        .root(dir.path())
         .config(config)
+        .root(dir.path())
         .clock(clock.clone())
         .open()
         .unwrap();
@@ -249,9 +249,40 @@ async fn loader_refreshes_keep_the_rate_limit() {
     let r = ra.pass().await.unwrap();
     assert_eq!(r.refreshed.len(), 3, "{r:?}");
     let waited = t0.elapsed();
+
     assert!(
         waited >= Duration::from_secs(2 * 3600) && waited < Duration::from_secs(3 * 3600),
         "three calls at 1/h: the 2nd and 3rd wait an hour each, waited {waited:?}"
     );
     assert_eq!(cache.stats().unwrap().quota.used, 3);
+}
+
+/// A TTL shorter than the pass interval (`every`, 5 s by default): its
+/// last 10% (1 s) falls between two passes, so a hot entry is refreshed
+/// once it would expire before the next pass.
+#[tokio::test]
+async fn a_ttl_shorter_than_the_pass_interval_is_still_refreshed_ahead() {
+    let (_dir, cache, clock) = cache();
+    let ttl = Put::default().ttl(Duration::from_secs(10));
+    cache
+        .put("llm:features:fast:1", b"old", ttl.clone())
+        .unwrap();
+    for _ in 0..3 {
+        cache.get("llm:features:fast:1").unwrap();
+    }
+    let mut loaders = Loaders::default();
+    loaders.register("llm:", |key: String| async move {
+        Ok(format!("new {key}").into_bytes())
+    });
+    let mut ra = RefreshAhead::new(&cache, loaders).unwrap();
+    clock.advance(Duration::from_secs(2)); // 8 s left: the next pass is in time
+    assert!(ra.pass().await.unwrap().refreshed.is_empty());
+    clock.advance(Duration::from_secs(4)); // 4 s left: expired before the next pass
+    let r = ra.pass().await.unwrap();
+    assert_eq!(r.refreshed, ["llm:features:fast:1"]);
+    clock.advance(Duration::from_secs(5)); // past the old expiry: still a hit
+    assert_eq!(
+        &cache.get("llm:features:fast:1").unwrap().unwrap()[..],
+        b"new llm:features:fast:1"
+    );
 }

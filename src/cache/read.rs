@@ -110,9 +110,11 @@ impl Cache {
         Ok(out)
     }
 
-    /// Entries in the last `fraction` of their (effective) TTL at `now`,
-    /// not yet expired, with at least `min_hits` recorded reads, soonest
-    /// expiry first, at most `limit` (the daemon's refresh-ahead). Walks
+    /// Entries in the last `fraction` of their (effective) TTL at `now` —
+    /// or expiring within `lead` ms, so a TTL shorter than the daemon's pass
+    /// interval is still refreshed before it runs out — not yet expired,
+    /// with at least `min_hits` recorded reads, soonest expiry first, at
+    /// most `limit` (the daemon's refresh-ahead). Walks
     /// `entries_by_expiry` from `now` upward, and for classes with an open
     /// TTL window `entries_by_class_created`.
     ///
@@ -123,6 +125,7 @@ impl Cache {
         now: Millis,
         min_hits: u64,
         fraction: f64,
+        lead: Millis,
         limit: usize,
     ) -> Result<Vec<Meta>> {
         let windows = self.classes().open_windows(now);
@@ -130,11 +133,11 @@ impl Cache {
             let mut keys: Vec<String> = Vec::new();
             let mut st = c.prepare_cached(
                 "SELECT key FROM entries WHERE expires_at > ?1 AND hits >= ?2 \
-                 AND (expires_at - ?1) <= CAST((expires_at - created_at) * ?3 AS INTEGER) \
+                 AND (expires_at - ?1) <= MAX(CAST((expires_at - created_at) * ?3 AS INTEGER), ?5) \
                  ORDER BY expires_at, key LIMIT ?4",
             )?;
             let found = st.query_map(
-                rusqlite::params![now, min_hits as i64, fraction, limit as i64],
+                rusqlite::params![now, min_hits as i64, fraction, limit as i64, lead],
                 |r| r.get::<_, String>(0),
             )?;
             for k in found {
@@ -166,7 +169,8 @@ impl Cache {
             .map(|r| Meta::from_row(self.effective(r, now), now))
             .filter(|m| {
                 let ttl = (m.expires_at - m.created_at).max(0) as f64;
-                m.freshness.is_fresh() && ((m.expires_at - now) as f64) <= ttl * fraction
+                let left = m.expires_at - now;
+                m.freshness.is_fresh() && (left <= lead || (left as f64) <= ttl * fraction)
             })
             .collect();
         out.sort_by(|a, b| a.expires_at.cmp(&b.expires_at).then(a.key.cmp(&b.key)));

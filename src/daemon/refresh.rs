@@ -135,6 +135,9 @@ impl RefreshAhead {
                     now,
                     settings.min_reads,
                     settings.fraction,
+                    // The next pass comes `every` later (plus jitter): an
+                    // entry that expires before it is refreshed now.
+                    (settings.every.0.as_millis() as Millis).saturating_mul(5) / 4,
                     settings.max_per_pass.saturating_mul(4).max(1),
                 )?;
                 let w = watch_keys
