@@ -72,17 +72,18 @@ fn read_write_invalidate_with(url: &str, cluster: bool, tweak: impl Fn(&mut fres
     );
     drop(c);
 
-    // Pattern invalidation on A reaches B's local tiers within a second.
+    // Pattern invalidation on A reaches B's local tiers (promptly: the
+    // deadlines below only guard a hang on a loaded machine).
     for k in ["news:reuters:1", "news:reuters:2", "news:ap:1"] {
         a.put(k, k.as_bytes(), Put::default()).unwrap();
         assert!(b.get(k).unwrap().is_some());
     }
     assert!(b.stat("news:reuters:1").unwrap().is_some());
     assert_eq!(a.invalidate("news:reuters:*").unwrap(), 2);
-    let gone = eventually(Duration::from_secs(1), || {
+    let gone = eventually(Duration::from_secs(30), || {
         b.stat("news:reuters:1").unwrap().is_none() && b.stat("news:reuters:2").unwrap().is_none()
     });
-    assert!(gone, "B still holds invalidated keys after 1s");
+    assert!(gone, "B still holds invalidated keys after 30s");
     assert!(
         b.stat("news:ap:1").unwrap().is_some(),
         "non-matching key kept"
@@ -92,7 +93,7 @@ fn read_write_invalidate_with(url: &str, cluster: bool, tweak: impl Fn(&mut fres
         "gone from redis too"
     );
     assert!(b.get("news:ap:1").unwrap().is_some());
-    assert!(eventually(Duration::from_secs(5), || b
+    assert!(eventually(Duration::from_secs(30), || b
         .stats()
         .unwrap()
         .redis
@@ -105,13 +106,13 @@ fn read_write_invalidate_with(url: &str, cluster: bool, tweak: impl Fn(&mut fres
     b.get("news:g7:2026-11-21").unwrap().unwrap();
     b.get("news:g8:2026-11-22").unwrap().unwrap();
     a.invalidate("news:*:2026-11-21").unwrap();
-    assert!(eventually(Duration::from_secs(1), || b
+    assert!(eventually(Duration::from_secs(30), || b
         .stat("news:g7:2026-11-21")
         .unwrap()
         .is_none()));
     assert!(b.stat("news:g8:2026-11-22").unwrap().is_some());
     assert!(a.delete("news:g8:2026-11-22").unwrap());
-    assert!(eventually(Duration::from_secs(1), || b
+    assert!(eventually(Duration::from_secs(30), || b
         .stat("news:g8:2026-11-22")
         .unwrap()
         .is_none()));
@@ -184,7 +185,7 @@ fn an_instance_cut_off_from_redis_replays_missed_invalidations_on_reconnect() {
     );
     assert!(b.stat("news:ap:1").unwrap().is_some());
     // Counted just after the local delete commits.
-    assert!(eventually(Duration::from_secs(5), || b
+    assert!(eventually(Duration::from_secs(30), || b
         .stats()
         .unwrap()
         .redis

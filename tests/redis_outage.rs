@@ -183,7 +183,13 @@ fn a_silent_partition_makes_entries_unconfirmed_within_seconds() {
         return;
     };
     let partition = redis_server::Partition::new(server.port);
-    let strict = |c: &mut Config| c.redis.consistency = Consistency::Strict;
+    // B notices within its heartbeat (1 s) plus the ping's deadline (4 ×
+    // redis.timeout): a shorter timeout than the harness's 5 s keeps that
+    // under 10 s, still generous for a loaded machine before the freeze.
+    let strict = |c: &mut Config| {
+        c.redis.consistency = Consistency::Strict;
+        c.redis.timeout.0 = Duration::from_secs(2);
+    };
     let (a, _ca, _da) = instance(&server.url(), false);
     let (b, _cb, _db) = instance_with(&partition.url(), false, strict);
     wait_subscribed(&[&a, &b]);
@@ -195,8 +201,8 @@ fn a_silent_partition_makes_entries_unconfirmed_within_seconds() {
     partition.freeze();
     let start = Instant::now();
     assert!(
-        eventually(Duration::from_secs(10), || !rb.is_confirmed()),
-        "B still confirmed behind a silent partition"
+        eventually(Duration::from_secs(30), || !rb.is_confirmed()),
+        "B still confirmed 30 s behind a silent partition"
     );
     eprintln!("silent partition noticed after {:?}", start.elapsed());
     assert!(

@@ -250,10 +250,14 @@ fn an_empty_catch_up_costs_one_round_trip() {
             // This test's INFO calls and the subscriber's heartbeat PINGs,
             // whose number depends on how long a loaded machine takes.
             by("info") + by("ping"),
+            // A subscriber that reconnects (a heartbeat that missed its
+            // deadline on a stalled machine) subscribes again, then runs
+            // a catch-up of its own.
+            by("subscribe"),
             calls(None),
         )
     };
-    let (evalsha0, inner0, noise0, all0) = snapshot();
+    let (evalsha0, inner0, noise0, sub0, all0) = snapshot();
     let start = Instant::now();
     let mut times = Vec::with_capacity(n as usize);
     for _ in 0..n {
@@ -264,13 +268,33 @@ fn an_empty_catch_up_costs_one_round_trip() {
     let each = start.elapsed() / n;
     times.sort();
     let (min, median) = (times[0], times[times.len() / 2]);
-    let (evalsha1, inner1, noise1, all1) = snapshot();
+    let (evalsha1, inner1, noise1, sub1, all1) = snapshot();
     let n64 = u64::from(n);
-    assert_eq!(evalsha1 - evalsha0, n64, "one EVALSHA per catch-up");
-    assert_eq!(inner1 - inner0, 2 * n64, "the script's own GET and EXISTS");
-    // Nothing else (the INFO calls of the last snapshot may count or not).
     let other = (all1 - all0) - (evalsha1 - evalsha0) - (inner1 - inner0) - (noise1 - noise0);
-    assert!(other <= 2, "{other} other calls");
+    let reconnects = sub1 - sub0;
+    if reconnects == 0 {
+        assert_eq!(evalsha1 - evalsha0, n64, "one EVALSHA per catch-up");
+        assert_eq!(inner1 - inner0, 2 * n64, "the script's own GET and EXISTS");
+        // Nothing else (the INFO calls of the last snapshot may count or not).
+        assert!(other <= 2, "{other} other calls");
+    } else {
+        // Each reconnect adds at most one catch-up (it may still be under
+        // way at the last snapshot) and its connection setup.
+        eprintln!("the subscriber reconnected {reconnects} time(s) during the measurement");
+        let extra = (evalsha1 - evalsha0)
+            .checked_sub(n64)
+            .expect("fewer EVALSHA than catch-ups");
+        assert!(
+            extra <= reconnects,
+            "{extra} EVALSHA beyond one per catch-up"
+        );
+        assert_eq!(
+            inner1 - inner0,
+            2 * (n64 + extra),
+            "the script's own GET and EXISTS"
+        );
+        assert!(other <= 2 + 8 * reconnects, "{other} other calls");
+    }
     // For scale: a bare PING round trip on one loopback connection.
     let ping = {
         use std::io::{Read, Write};
@@ -288,6 +312,9 @@ fn an_empty_catch_up_costs_one_round_trip() {
         "empty catch-up on loopback (one index read + one EVALSHA, via the tier's runtime): \
          mean {each:?}, median {median:?}, min {min:?} over {n}; a bare PING round trip: {ping:?}"
     );
-    // Generous: the machine running the suite may be loaded.
-    assert!(each < Duration::from_millis(20), "{each:?}");
+    // The figure is printed above, not asserted: on a loaded 2-core
+    // machine it says more about the machine than about the code. Only a
+    // sanity bound (an empty catch-up that waits on a timeout or sleeps
+    // would break it).
+    assert!(each < Duration::from_millis(500), "{each:?}");
 }

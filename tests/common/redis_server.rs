@@ -372,6 +372,12 @@ impl Partition {
     }
 }
 
+/// The Redis call deadline of the test instances and CLI runs: long enough
+/// that a loaded machine never turns a slow loopback reply into an outage
+/// (the default, 250 ms, is for production latencies). A test that needs a
+/// dead connection noticed quickly sets its own.
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A cache at a fresh root using Redis at `url`.
 pub fn instance(url: &str, cluster: bool) -> (Cache, ManualClock, tempfile::TempDir) {
     instance_with(url, cluster, |_| {})
@@ -386,7 +392,7 @@ pub fn instance_with(
     let (cache, clock) = super::open_with(dir.path(), |c| {
         c.redis.url = Some(url.to_string());
         c.redis.cluster = cluster;
-        c.redis.timeout.0 = Duration::from_secs(1);
+        c.redis.timeout.0 = TIMEOUT;
         tweak(c);
     });
     (cache, clock, dir)
@@ -430,7 +436,7 @@ pub fn multi_thread_runtime() -> tokio::runtime::Runtime {
 pub fn reopen(dir: &Path, url: &str, tweak: impl FnOnce(&mut Config)) -> (Cache, ManualClock) {
     super::open_with(dir, |c| {
         c.redis.url = Some(url.to_string());
-        c.redis.timeout.0 = Duration::from_secs(1);
+        c.redis.timeout.0 = TIMEOUT;
         tweak(c);
     })
 }
@@ -442,6 +448,12 @@ pub fn cli(root: &Path, url: Option<&str>, args: &[&str], stdin: &[u8]) -> (i32,
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_freshcache"));
     cmd.arg("--root").arg(root).args(args);
     cmd.env_remove("FRESHCACHE_REDIS_URL");
+    // As for the in-process instances (see TIMEOUT): the CLI's catch-up at
+    // open must not leave entries unconfirmed because a reply was slow.
+    cmd.env(
+        "FRESHCACHE_REDIS_TIMEOUT",
+        format!("{}ms", TIMEOUT.as_millis()),
+    );
     if let Some(url) = url {
         cmd.env("FRESHCACHE_REDIS_URL", url);
     }
