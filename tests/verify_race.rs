@@ -91,3 +91,53 @@ fn verify_beside_writers_reports_no_false_problems() {
     let r = cache.verify(false, None).unwrap();
     assert!(r.is_clean(), "{:?}", r.problems);
 }
+
+/// `verify --repair` beside running writers repairs nothing on a healthy
+/// root and never drops an acknowledged value: every key holds the last
+/// value its writer put.
+#[test]
+fn repair_beside_writers_drops_no_acknowledged_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let stop = Arc::new(AtomicBool::new(false));
+    let puts = Arc::new(AtomicU64::new(0));
+    let mut writers = Vec::new();
+    for w in 0..2u64 {
+        let (root, stop, puts) = (root.clone(), stop.clone(), puts.clone());
+        writers.push(std::thread::spawn(move || {
+            let cache = open(&root);
+            let mut last = std::collections::HashMap::new();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let key = format!("news:w{w}:{}", n % 8);
+                let value = common::noise(w << 32 | n, 700 + (n % 5) as usize * 200);
+                cache.put(&key, &value, Put::default()).unwrap();
+                last.insert(key, value);
+                puts.fetch_add(1, Ordering::Relaxed);
+                n += 1;
+            }
+            last
+        }));
+    }
+    let cache = open(&root);
+    let mut repairs = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut runs = 0;
+    while runs < 40 || (puts.load(Ordering::Relaxed) < 200 && std::time::Instant::now() < deadline)
+    {
+        let r = cache.verify(true, None).unwrap();
+        if !r.is_clean() || !r.keys_dropped.is_empty() {
+            repairs.push((r.problems, r.keys_dropped));
+        }
+        runs += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let lasts: Vec<_> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+    assert!(repairs.is_empty(), "repairs on a healthy root: {repairs:?}");
+    for last in lasts {
+        for (key, value) in last {
+            let got = cache.get(&key).unwrap();
+            assert_eq!(got.as_deref(), Some(&value[..]), "{key} lost or changed");
+        }
+    }
+}
