@@ -179,3 +179,37 @@ fn a_counter_that_cannot_be_mapped_refuses_the_open() {
     let cache = Cache::with_config(config(&root)).unwrap();
     assert!(cache.get("odds:g:1").unwrap().is_some());
 }
+
+/// A `reserve` directory replaced by a link out of the root is never
+/// written or unlinked through: no chunk appears outside, and files there
+/// named like chunks survive.
+#[test]
+fn a_symlinked_reserve_is_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    one_file_blob(&root, "odds:g:1", &common::noise(1, 4000));
+    let reserve = root.join("reserve");
+    std::fs::remove_dir_all(&reserve).unwrap();
+    let outside = dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    for i in 0..8 {
+        std::fs::write(outside.join(i.to_string()), b"keep me").unwrap();
+    }
+    symlink(&outside, &reserve).unwrap();
+    let cache = Cache::with_config(config(&root)).unwrap();
+    cache.put("odds:g:2", b"v", Put::default()).unwrap();
+    assert!(cache.delete("odds:g:1").unwrap());
+    drop(cache);
+    let mut names: Vec<String> = std::fs::read_dir(&outside)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, (0..8).map(|i| i.to_string()).collect::<Vec<_>>());
+    for i in 0..8 {
+        assert_eq!(
+            std::fs::read(outside.join(i.to_string())).unwrap(),
+            b"keep me"
+        );
+    }
+}

@@ -13,7 +13,10 @@
 //! recreates the chunk).
 
 use std::io::Write;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, Mode, OFlags};
 
 use crate::base::error::Error;
 
@@ -26,7 +29,10 @@ pub const RESERVE_CHUNKS: u32 = 8;
 /// in small transactions).
 pub const CHUNK_BYTES: u64 = 1 << 20;
 
-/// The reserve of one root.
+/// The reserve of one root. Every operation goes through a descriptor of
+/// the directory opened with `O_NOFOLLOW`, and `*at` calls that follow no
+/// link: a `reserve` that is a symlink (or holds one) is never written or
+/// unlinked through.
 #[derive(Debug, Clone)]
 pub struct Reserve {
     dir: PathBuf,
@@ -40,25 +46,48 @@ impl Reserve {
         }
     }
 
-    fn chunk(&self, i: u32) -> PathBuf {
-        self.dir.join(i.to_string())
+    /// The directory, never through a link; `None` if it is not there (or
+    /// is not a directory).
+    fn open_dir(&self) -> Option<OwnedFd> {
+        rustix::fs::open(
+            &self.dir,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()
     }
 
-    fn present(&self, i: u32) -> bool {
-        std::fs::symlink_metadata(self.chunk(i))
-            .is_ok_and(|m| m.is_file() && m.len() >= CHUNK_BYTES)
+    fn present(dir: &OwnedFd, i: u32) -> bool {
+        rustix::fs::statat(dir, i.to_string(), AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| {
+            rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile
+                && st.st_size as u64 >= CHUNK_BYTES
+        })
     }
 
     /// Recreates missing chunks while they fit; returns how many are in
     /// place. Costs a few `stat`s when all are there.
     pub fn ensure(&self) -> u32 {
+        let dir = match self.open_dir() {
+            Some(d) => d,
+            None => {
+                if std::fs::symlink_metadata(&self.dir).is_ok()
+                    || crate::disk::blob::files::mkdir(&self.dir).is_err()
+                {
+                    return 0; // something else (a link?) stands there
+                }
+                match self.open_dir() {
+                    Some(d) => d,
+                    None => return 0,
+                }
+            }
+        };
         let mut n = 0;
         for i in 0..RESERVE_CHUNKS {
-            if self.present(i) {
+            if Self::present(&dir, i) {
                 n += 1;
                 continue;
             }
-            if !self.make(i) {
+            if !Self::make(&dir, i) {
                 break;
             }
             n += 1;
@@ -66,19 +95,17 @@ impl Reserve {
         n
     }
 
-    fn make(&self, i: u32) -> bool {
-        if std::fs::symlink_metadata(&self.dir).is_err()
-            && crate::disk::blob::files::mkdir(&self.dir).is_err()
-        {
-            return false;
-        }
-        let tmp = self.dir.join(format!("{i}.{}.tmp", std::process::id()));
-        let _ = std::fs::remove_file(&tmp);
+    fn make(dir: &OwnedFd, i: u32) -> bool {
+        let tmp = format!("{i}.{}.tmp", std::process::id());
+        let _ = rustix::fs::unlinkat(dir, tmp.as_str(), AtFlags::empty());
         let made = (|| -> std::io::Result<()> {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)?;
+            let fd = rustix::fs::openat(
+                dir,
+                tmp.as_str(),
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )?;
+            let mut f = std::fs::File::from(fd);
             match rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), 0, CHUNK_BYTES) {
                 Ok(()) => {}
                 // A file system without fallocate: write the bytes.
@@ -88,20 +115,23 @@ impl Reserve {
                 }
                 Err(e) => return Err(e.into()),
             }
-            std::fs::rename(&tmp, self.chunk(i))
+            rustix::fs::renameat(dir, tmp.as_str(), dir, i.to_string())?;
+            Ok(())
         })();
         if made.is_err() {
-            let _ = std::fs::remove_file(&tmp);
+            let _ = rustix::fs::unlinkat(dir, tmp.as_str(), AtFlags::empty());
         }
         made.is_ok()
     }
 
     /// Unlinks one chunk; true if there was one to give back.
     pub fn release(&self) -> bool {
+        let Some(dir) = self.open_dir() else {
+            return false;
+        };
         for i in (0..RESERVE_CHUNKS).rev() {
-            let p = self.chunk(i);
-            if std::fs::remove_file(&p).is_ok() {
-                tracing::warn!(path = %p.display(), "disk full: released a chunk of the space reserve");
+            if rustix::fs::unlinkat(&dir, i.to_string(), AtFlags::empty()).is_ok() {
+                tracing::warn!(path = %self.dir.join(i.to_string()).display(), "disk full: released a chunk of the space reserve");
                 return true;
             }
         }
