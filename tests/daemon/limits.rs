@@ -12,23 +12,56 @@ fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
+/// Raises this process's soft RLIMIT_NOFILE towards `want` (as far as the
+/// hard limit allows; 1,024 is a common soft default) and returns it.
+fn raise_nofile(want: u64) -> u64 {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let lim = getrlimit(Resource::Nofile);
+    let soft = lim.current.unwrap_or(u64::MAX);
+    if soft >= want {
+        return soft;
+    }
+    let target = lim.maximum.map_or(want, |hard| hard.min(want));
+    let raised = Rlimit {
+        current: Some(target),
+        maximum: lim.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => target,
+        Err(_) => soft,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eleven_hundred_idle_connections_do_not_starve_healthz() {
     let dir = tempfile::tempdir().unwrap();
     let (cfg, root) = (dir.path().join("runtime.yml"), dir.path().join("cache"));
+    // The idle connections are held open by this process, which runs other
+    // tests meanwhile: leave them room under the descriptor limit (fewer
+    // idle connections only where the hard limit is too low for 1,100;
+    // still well above the cap).
+    let limit = raise_nofile(4_096);
+    let n = 1_100.min(limit.saturating_sub(400)) as usize;
+    assert!(
+        n >= 400,
+        "RLIMIT_NOFILE {limit}: room for only {n} idle connections (the cap is 256)"
+    );
+    // The header timeout is far longer than the client waits below: /healthz
+    // must be answered because the cap evicts idle connections, never
+    // because the idle ones timed out (nor may the descriptors settle so).
     write_config(
         &cfg,
         &root,
         "",
-        "  max_connections: 256\n  header_timeout: 30s\n",
+        "  max_connections: 256\n  header_timeout: 10m\n",
     );
     let d = Daemon::start(&cfg, &dir.path().join("daemon.log"));
     let baseline = open_fds(d.pid());
     let addr = d.addr;
-    // 1,100 connections that never send a byte, and some that stop half way
+    // n (1,100) connections that never send a byte, and some that stop half way
     // through a request head: all stay open on this side.
     let idle = tokio::task::spawn_blocking(move || {
-        (0..1_100)
+        (0..n)
             .map(|i| {
                 let mut s = TcpStream::connect(addr).unwrap();
                 if i % 10 == 0 {
@@ -40,8 +73,11 @@ async fn eleven_hundred_idle_connections_do_not_starve_healthz() {
     })
     .await
     .unwrap();
+    // 60 s only guards a hang (a debug daemon on a loaded machine may take
+    // a while to accept the flood first); the 10 min header timeout cannot
+    // have freed a slot by then.
     let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(60))
         .build()
         .unwrap();
     let start = Instant::now();
@@ -49,19 +85,17 @@ async fn eleven_hundred_idle_connections_do_not_starve_healthz() {
         .get(format!("http://{addr}/healthz"))
         .send()
         .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "/healthz under 1,100 idle connections: {e}\n{}",
-                read(&d.log)
-            )
-        });
+        .unwrap_or_else(|e| panic!("/healthz under {n} idle connections: {e}\n{}", read(&d.log)));
     assert_eq!(r.status(), 200);
-    assert!(start.elapsed() < Duration::from_secs(5));
-    // The daemon holds at most the cap (plus its own files), not 1,100.
-    // (Evicted connections close as their tasks run: give them a moment.)
+    eprintln!(
+        "/healthz under {n} idle connections answered in {:?}",
+        start.elapsed()
+    );
+    // The daemon holds at most the cap (plus its own files), not all n.
+    // (Evicted connections close as their tasks run: give them time.)
     let settle = Instant::now();
     let mut held = open_fds(d.pid());
-    while held > baseline + 256 + 32 && settle.elapsed() < Duration::from_secs(5) {
+    while held > baseline + 256 + 32 && settle.elapsed() < Duration::from_secs(30) {
         tokio::time::sleep(Duration::from_millis(50)).await;
         held = open_fds(d.pid());
     }

@@ -321,7 +321,9 @@ async fn with_redis_configured_the_scrape_shows_the_redis_tier() {
     let (origin, oaddr) = Origin::start().await;
     let (cfg, root) = (dir.path().join("runtime.yml"), dir.path().join("cache"));
     let extra = format!(
-        "redis:\n  url: \"{}\"\nfeeds:\n{}",
+        // A 5 s call deadline (default 250 ms): a slow loopback reply on a
+        // loaded machine is not an outage.
+        "redis:\n  url: \"{}\"\n  timeout: 5s\nfeeds:\n{}",
         server.url(),
         feed("wire", oaddr, "300ms", "")
     );
