@@ -213,3 +213,57 @@ fn a_symlinked_reserve_is_not_followed() {
         );
     }
 }
+
+/// A `tmp` directory replaced by a link out of the root: gc removes no
+/// file there, however old (temp files older than 15 minutes are
+/// collected in the root's own `tmp`).
+#[test]
+fn gc_never_follows_a_symlinked_tmp_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    one_file_blob(&root, "odds:g:1", &common::noise(1, 4000));
+    let outside = dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let victim = outside.join("important");
+    std::fs::write(&victim, b"keep me").unwrap();
+    let day_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400);
+    std::fs::File::options()
+        .write(true)
+        .open(&victim)
+        .unwrap()
+        .set_modified(day_ago)
+        .unwrap();
+    // Swapped under a handle that is already open (a long-running daemon);
+    // a new open refuses such a root outright.
+    let cache = Cache::with_config(config(&root)).unwrap();
+    let tmp = root.join("tmp");
+    std::fs::remove_dir_all(&tmp).unwrap();
+    symlink(&outside, &tmp).unwrap();
+    let r = cache
+        .gc_with(Some(std::time::Duration::ZERO), None)
+        .unwrap();
+    assert_eq!(r.temp_files_removed, 0);
+    assert_eq!(
+        std::fs::read(&victim).unwrap(),
+        b"keep me",
+        "gc followed tmp"
+    );
+    let (code, out) = cli(&root, &["gc", "--grace", "0s"]);
+    assert_eq!(code, 6, "a new process refuses the linked tmp: {out}");
+    drop(cache);
+
+    // The same old file in the root's own tmp is collected.
+    std::fs::remove_file(&tmp).unwrap();
+    std::fs::create_dir(&tmp).unwrap();
+    let own = tmp.join("abandoned");
+    std::fs::write(&own, b"x").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&own)
+        .unwrap()
+        .set_modified(day_ago)
+        .unwrap();
+    let (code, out) = cli(&root, &["gc", "--grace", "0s"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!own.exists(), "an abandoned temp file is collected");
+}

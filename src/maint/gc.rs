@@ -5,8 +5,12 @@
 //! first (and the file stays) or finds the file gone inside its own
 //! transaction and rewrites it.
 
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
+
+use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::io::Errno;
 
 use super::{since, GcReport, Progress};
 use crate::base::digest::Digest;
@@ -31,44 +35,58 @@ pub(crate) fn collect(
     progress: Option<Progress<'_>>,
 ) -> Result<GcReport> {
     let start = Instant::now();
-    let cutoff = SystemTime::now()
-        .checked_sub(grace)
-        .unwrap_or(SystemTime::UNIX_EPOCH);
-    let old = |m: &std::fs::Metadata| m.modified().is_ok_and(|t| t <= cutoff);
-    let temp_cutoff = SystemTime::now()
-        .checked_sub(grace.max(TEMP_MIN_AGE))
-        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let secs = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64)
+    };
+    let cutoff = secs(
+        SystemTime::now()
+            .checked_sub(grace)
+            .unwrap_or(SystemTime::UNIX_EPOCH),
+    );
+    let temp_cutoff = secs(
+        SystemTime::now()
+            .checked_sub(grace.max(TEMP_MIN_AGE))
+            .unwrap_or(SystemTime::UNIX_EPOCH),
+    );
     let mut report = GcReport::default();
 
-    for e in read_dir(&root.join(TMP_DIR))? {
-        let m = e.1;
-        let old_temp = m.modified().is_ok_and(|t| t <= temp_cutoff);
-        if m.is_file() && old_temp && std::fs::remove_file(&e.0).is_ok() {
-            report.temp_files_removed += 1;
+    // Directories are opened with O_NOFOLLOW and entries handled by name
+    // through them (`*at` calls): a `tmp`, `blobs-v1` or shard that is a
+    // link never leads gc out of the root.
+    let tmp = root.join(TMP_DIR);
+    if let Some(dir) = open_dir(None, &tmp)? {
+        for (name, st) in list(&dir, &tmp)? {
+            if st.kind == Kind::File
+                && st.mtime <= temp_cutoff
+                && rustix::fs::unlinkat(&dir, name.as_str(), AtFlags::empty()).is_ok()
+            {
+                report.temp_files_removed += 1;
+            }
         }
     }
     let mut candidates: Vec<(Digest, u64)> = Vec::new();
-    let shards = read_dir(&root.join(BLOBS_DIR))?;
+    let blobs = root.join(BLOBS_DIR);
+    let blobs_dir = open_dir(None, &blobs)?;
+    let shards = match &blobs_dir {
+        Some(dir) => list(dir, &blobs)?,
+        None => Vec::new(),
+    };
     let total = shards.len() as u64;
-    for (i, (shard, m)) in shards.into_iter().enumerate() {
-        if !m.is_dir() {
+    for (i, (prefix, st)) in shards.into_iter().enumerate() {
+        let shard_dir = match (st.kind, &blobs_dir) {
+            (Kind::Dir, Some(p)) => open_dir(Some(p), Path::new(&prefix))?,
+            _ => None,
+        };
+        let Some(shard_dir) = shard_dir else {
             report.foreign_files += 1;
             continue;
-        }
-        let prefix = shard
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_owned();
-        for (file, fm) in read_dir(&shard)? {
-            let name = file
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default();
+        };
+        for (name, fm) in list(&shard_dir, &blobs.join(&prefix))? {
             match Digest::from_hex(&format!("{prefix}{name}")) {
-                Some(d) if fm.is_file() => {
-                    if old(&fm) {
-                        candidates.push((d, fm.len()));
+                Some(d) if fm.kind == Kind::File => {
+                    if fm.mtime <= cutoff {
+                        candidates.push((d, fm.size));
                     }
                 }
                 _ => report.foreign_files += 1,
@@ -106,18 +124,63 @@ pub(crate) fn collect(
     Ok(report)
 }
 
-fn read_dir(dir: &std::path::Path) -> Result<Vec<(std::path::PathBuf, std::fs::Metadata)>> {
-    let rd = match std::fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io(dir, e)),
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    File,
+    Dir,
+    Other,
+}
+
+/// What gc needs of an entry, read without following a link.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    kind: Kind,
+    mtime: i64,
+    size: u64,
+}
+
+/// Opens a directory (relative to `parent` when given) without following
+/// a link; `None` when it is missing, or is a link or not a directory.
+fn open_dir(parent: Option<&OwnedFd>, path: &Path) -> Result<Option<OwnedFd>> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let r = match parent {
+        Some(p) => rustix::fs::openat(p, path, flags, Mode::empty()),
+        None => rustix::fs::open(path, flags, Mode::empty()),
     };
+    match r {
+        Ok(fd) => Ok(Some(fd)),
+        Err(Errno::NOENT | Errno::LOOP | Errno::NOTDIR) => Ok(None),
+        Err(e) => Err(Error::io(path, e.into())),
+    }
+}
+
+/// The entries of an open directory (`path` only names it in errors).
+fn list(dir: &OwnedFd, path: &Path) -> Result<Vec<(String, Entry)>> {
     let mut out = Vec::new();
-    for e in rd {
-        let e = e.map_err(|err| Error::io(dir, err))?;
-        // symlink_metadata: never follow links out of the root.
-        if let Ok(m) = std::fs::symlink_metadata(e.path()) {
-            out.push((e.path(), m));
+    let io = |e: Errno| Error::io(path, e.into());
+    let mut d = rustix::fs::Dir::read_from(dir).map_err(io)?;
+    while let Some(e) = d.read() {
+        let e = e.map_err(io)?;
+        let Ok(name) = e.file_name().to_str() else {
+            continue;
+        };
+        if name == "." || name == ".." {
+            continue;
+        }
+        if let Ok(st) = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            let kind = match rustix::fs::FileType::from_raw_mode(st.st_mode) {
+                rustix::fs::FileType::RegularFile => Kind::File,
+                rustix::fs::FileType::Directory => Kind::Dir,
+                _ => Kind::Other,
+            };
+            out.push((
+                name.to_owned(),
+                Entry {
+                    kind,
+                    mtime: st.st_mtime as i64,
+                    size: st.st_size as u64,
+                },
+            ));
         }
     }
     Ok(out)
