@@ -267,3 +267,24 @@ fn gc_never_follows_a_symlinked_tmp_directory() {
     assert_eq!(code, 0, "{out}");
     assert!(!own.exists(), "an abandoned temp file is collected");
 }
+
+/// An index that is a link out of the root is refused, never opened.
+#[test]
+fn a_symlinked_index_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    one_file_blob(&root, "odds:g:1", &common::noise(1, 4000));
+    let index = root.join("index.sqlite");
+    let outside = dir.path().join("elsewhere.sqlite");
+    std::fs::rename(&index, &outside).unwrap();
+    symlink(&outside, &index).unwrap();
+    let before = std::fs::read(&outside).unwrap();
+    assert!(Cache::with_config(config(&root)).is_err());
+    let (code, out) = cli(&root, &["get", "odds:g:1"]);
+    assert_eq!(code, 6, "{out}");
+    assert_eq!(
+        std::fs::read(&outside).unwrap(),
+        before,
+        "not written through"
+    );
+}

@@ -153,7 +153,9 @@ pub(crate) fn recover(root: &Path, now: Millis) -> Result<RecoverReport> {
     // 1. Salvage rows from the copy.
     let (mut blobs, hash_of, entries, counters) = match Connection::open_with_flags(
         &copy,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_NOFOLLOW,
     ) {
         Ok(c) => salvage(&c),
         Err(_) => Default::default(),

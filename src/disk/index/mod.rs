@@ -440,7 +440,10 @@ pub(crate) fn checkpoint(conn: &Connection) -> rusqlite::Result<i64> {
 
 pub(crate) fn open_connection(path: &Path, synchronous_full: bool) -> Result<Connection> {
     let wrap = |e| index_error(path, e);
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    // NOFOLLOW: an index.sqlite that is a link out of the root is refused.
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_NOFOLLOW;
     let conn = Connection::open_with_flags(path, flags).map_err(wrap)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(wrap)?;
     let sync = if synchronous_full { "FULL" } else { "NORMAL" };
