@@ -153,12 +153,14 @@ impl CacheBuilder {
         let window = c.access_flush.0.as_millis() as Millis;
         let classes = Classes::from_config(&self.config);
         let (flusher, wake) = super::flusher::channel();
+        let store = Arc::new(store);
+        let local = super::local::LocalCoordinator::new(store.clone(), self.clock.clone());
         let cache = Cache {
             inner: Arc::new(Inner {
                 root,
                 classes: RwLock::new(Arc::new(classes)),
                 config: RwLock::new(Arc::new(self.config)),
-                store: Arc::new(store),
+                store,
                 l1,
                 clock: self.clock,
                 recorder: Arc::new(Recorder::new(window)),
@@ -168,6 +170,7 @@ impl CacheBuilder {
                 flights: Default::default(),
                 shared,
                 coordinator,
+                local,
                 flusher,
                 handles: std::sync::atomic::AtomicUsize::new(1),
             }),

@@ -6,6 +6,7 @@ mod builder;
 pub(crate) mod flight;
 mod flusher;
 pub(crate) mod guard;
+mod local;
 pub(crate) mod maint;
 pub(crate) mod metrics;
 pub(crate) mod plug;
@@ -24,6 +25,7 @@ use bytes::Bytes;
 
 use crate::base::clock::{Clock, Millis};
 use crate::base::config::Config;
+use crate::base::config::Rate;
 use crate::base::error::Result;
 use crate::base::key::Pattern;
 use crate::base::names;
@@ -35,7 +37,7 @@ use crate::disk::stats::{Recorder, Stats};
 use crate::disk::store::Store;
 use crate::disk::tier::HotTier;
 use flight::Flights;
-use plug::{Claim, Coordinator, SharedTier};
+use plug::{Admission, Claim, Coordinator, SharedTier};
 
 /// A disk-backed, content-addressed cache. Cheap to clone; `Send + Sync`.
 #[derive(Debug)]
@@ -108,6 +110,9 @@ pub(crate) struct Inner {
     shared: Option<Arc<dyn SharedTier>>,
     /// Cross-instance coordination of upstream calls, if one was given.
     coordinator: Option<Arc<dyn Coordinator>>,
+    /// This process's rate limit and the root's quota: what admits a
+    /// request when there is no shared coordinator or it is unreachable.
+    local: local::LocalCoordinator,
     /// Wakes the thread that writes batched access records.
     flusher: flusher::Flusher,
     /// Live caller handles (see [`Cache::user`](Cache)).
@@ -243,11 +248,34 @@ impl Cache {
         self.inner.coordinator.as_ref()
     }
 
+    /// Admits one upstream request to `host`: through the shared
+    /// coordinator when there is one and it answers (global quota and
+    /// rate), otherwise through the local one (this process's rate limit,
+    /// the root's quota). One limiter, two backends.
+    ///
+    /// # Errors
+    /// [`crate::Error::QuotaExceeded`]; a storage error of the local quota.
+    pub(crate) async fn admit_upstream(
+        &self,
+        host: &str,
+        quota: Rate,
+        rate: Rate,
+    ) -> Result<Admission> {
+        if let Some(c) = &self.inner.coordinator {
+            let a = c.admit(host, quota, rate).await?;
+            if !matches!(a, Admission::Local) {
+                return Ok(a);
+            }
+        }
+        self.inner.local.admit(host, quota, rate).await
+    }
+
     /// Coordinates an upstream call for `key` with the other instances
-    /// ([`Claim::Alone`] without a coordinator).
+    /// (the local coordinator's [`Claim::Alone`] without a shared one).
     pub(crate) async fn claim(&self, key: &str) -> Claim {
-        let Some(c) = &self.inner.coordinator else {
-            return Claim::Alone;
+        let c: &dyn Coordinator = match &self.inner.coordinator {
+            Some(c) => c.as_ref(),
+            None => &self.inner.local,
         };
         let claim = c.claim(key).await;
         if matches!(claim, Claim::Filled) {

@@ -98,23 +98,31 @@ pub enum Admission {
     },
     /// The shared backend is unavailable: the caller applies its local limits.
     Local,
+    /// Admitted by the local backend (this process's rate limit, the
+    /// root's quota): `used` requests in this root's window so far.
+    Counted {
+        /// Requests counted in this window, this one included.
+        used: u64,
+        /// Time spent waiting for the rate slot.
+        waited: Duration,
+    },
 }
 
 /// Coordination of upstream calls across instances.
 pub(crate) trait Coordinator: Send + Sync + fmt::Debug {
     /// Takes `key`'s cross-instance lease, or waits for whoever holds it.
     fn claim<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Claim>;
-    /// Admits one request to `host` against the global quota and waits for
-    /// its global rate slot (`interval` apart).
+    /// Admits one request to `host` against the quota and waits for its
+    /// rate slot (`rate` per host). A shared backend that cannot be reached
+    /// answers [`Admission::Local`]: the caller then asks the local one.
     ///
     /// # Errors
-    /// [`crate::Error::QuotaExceeded`] when the instances together used the
-    /// window's quota.
+    /// [`crate::Error::QuotaExceeded`] when the window's quota is used up.
     fn admit<'a>(
         &'a self,
         host: &'a str,
         quota: Rate,
-        interval: Duration,
+        rate: Rate,
     ) -> BoxFuture<'a, Result<Admission>>;
     /// Requests the instances together made in `quota`'s window that holds
     /// `now`, as the shared backend counts them; `None` when it cannot be

@@ -2,10 +2,12 @@
 //! across processes and restarts (the local backend of the fetcher's limiter).
 
 use super::Cache;
+use crate::base::clock::Millis;
 use crate::base::config::Rate;
 use crate::base::error::{Error, Result};
 use crate::disk::index;
 use crate::disk::stats::QuotaStats;
+use crate::disk::store::Store;
 
 /// Counter holding the window of the quota, as written before calendar
 /// quotas: the index of a fixed period counted from the epoch. Read once to
@@ -44,6 +46,26 @@ fn current_used(
     Ok(if ls < end && start < le { used } else { 0 })
 }
 
+/// [`Cache::take_quota`] on a store at `now` (also the local coordinator's).
+pub(crate) fn take(store: &Store, quota: Rate, now: Millis) -> Result<u64> {
+    let (start, end) = quota.window(now);
+    let idx = &store.index;
+    idx.write(|tx| {
+        let used = current_used(tx, quota, start, end).map_err(|e| idx.wrap(e))?;
+        if used >= quota.count {
+            return Err(Error::QuotaExceeded {
+                used,
+                limit: quota.count,
+                period: quota.period_name(),
+            });
+        }
+        index::set_counter(tx, QUOTA_START, start).map_err(|e| idx.wrap(e))?;
+        index::set_counter(tx, QUOTA_WINDOW, -1).map_err(|e| idx.wrap(e))?;
+        index::set_counter(tx, QUOTA_USED, used as i64 + 1).map_err(|e| idx.wrap(e))?;
+        Ok(used + 1)
+    })
+}
+
 impl Cache {
     /// Counts one request against the persisted quota, or refuses it. The
     /// window is the quota's calendar period (or a fixed period from the
@@ -53,23 +75,9 @@ impl Cache {
     ///
     /// # Errors
     /// [`Error::QuotaExceeded`] when the window is used up; storage errors.
+    #[cfg(test)]
     pub(crate) fn take_quota(&self, quota: Rate) -> Result<u64> {
-        let (start, end) = quota.window(self.now());
-        let idx = &self.inner.store.index;
-        idx.write(|tx| {
-            let used = current_used(tx, quota, start, end).map_err(|e| idx.wrap(e))?;
-            if used >= quota.count {
-                return Err(Error::QuotaExceeded {
-                    used,
-                    limit: quota.count,
-                    period: quota.period_name(),
-                });
-            }
-            index::set_counter(tx, QUOTA_START, start).map_err(|e| idx.wrap(e))?;
-            index::set_counter(tx, QUOTA_WINDOW, -1).map_err(|e| idx.wrap(e))?;
-            index::set_counter(tx, QUOTA_USED, used as i64 + 1).map_err(|e| idx.wrap(e))?;
-            Ok(used + 1)
-        })
+        take(&self.inner.store, quota, self.now())
     }
 
     /// Requests made in the current quota window.

@@ -177,7 +177,8 @@ fn list(dir: &OwnedFd, path: &Path) -> Result<Vec<(String, Entry)>> {
                 name.to_owned(),
                 Entry {
                     kind,
-                    mtime: st.st_mtime as i64,
+                    #[allow(clippy::useless_conversion)] // i32 on 32-bit targets
+                    mtime: i64::from(st.st_mtime),
                     size: st.st_size as u64,
                 },
             ));

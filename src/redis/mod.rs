@@ -462,9 +462,9 @@ impl Coordinator for RedisTier {
         &'a self,
         host: &'a str,
         quota: Rate,
-        interval: Duration,
+        rate: Rate,
     ) -> BoxFuture<'a, Result<Admission>> {
-        Box::pin(self.admit_with(host, quota, interval))
+        Box::pin(self.admit_with(host, quota, rate.interval()))
     }
     fn quota_used(&self, quota: Rate, now: Millis) -> Option<u64> {
         self.global_quota_used(quota, now)
