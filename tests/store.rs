@@ -223,20 +223,25 @@ fn stats_count_hits_per_tier_and_class_and_misses() {
 #[test]
 fn reads_are_recorded_in_batches_not_one_write_each() {
     let dir = tempfile::tempdir().unwrap();
-    let (cache, clock) = open(dir.path());
+    // A 10 min window: the background flusher also flushes once that much
+    // wall-clock time has passed, which the default 1 s could reach
+    // mid-test on a loaded machine. The window is passed on the cache's
+    // clock below (still within the entry's 1 h TTL).
+    const WINDOW: Duration = Duration::from_secs(600);
+    let (cache, clock) = open_with(dir.path(), |c| c.cache.access_flush.0 = WINDOW);
     cache.put("k:1", b"v", Put::default()).unwrap();
     clock.advance(Duration::from_millis(100));
     for _ in 0..3 {
         cache.get("k:1").unwrap().unwrap();
     }
-    // Within the 1 s window nothing has been written yet.
+    // Within the window nothing has been written yet.
     let m = cache.stat("k:1").unwrap().unwrap();
     assert_eq!((m.hits, m.last_access), (0, T0));
-    clock.advance(Duration::from_secs(1));
+    clock.advance(WINDOW);
     // Window passed: this read wakes the background flusher (a read never
     // writes the batch itself), which persists all four soon after.
     cache.get("k:1").unwrap().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let m = loop {
         let m = cache.stat("k:1").unwrap().unwrap();
         if m.hits == 4 || std::time::Instant::now() > deadline {
@@ -244,7 +249,8 @@ fn reads_are_recorded_in_batches_not_one_write_each() {
         }
         std::thread::sleep(Duration::from_millis(5));
     };
-    assert_eq!((m.hits, m.last_access), (4, T0 + 1100));
+    let last = T0 + 100 + WINDOW.as_millis() as i64;
+    assert_eq!((m.hits, m.last_access), (4, last));
 }
 
 #[test]
