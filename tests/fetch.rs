@@ -40,13 +40,21 @@ pub fn cache() -> (tempfile::TempDir, Cache, ManualClock) {
     (dir, cache, clock)
 }
 
-/// A fetcher with short timeouts and fast backoff, and no rate limit to
-/// speak of (the rate limiter has its own unit tests).
+/// A fetcher with fast backoff and no rate limit to speak of (the rate
+/// limiter has its own unit tests). Its timeouts only guard a hang: a
+/// local origin on a loaded machine may be slow to answer, and a timeout
+/// would turn into a retry (another request counted). Tests of timeouts
+/// use [`fetcher_with_timeout`].
 pub fn fetcher(cache: &Cache) -> Fetcher {
+    fetcher_with_timeout(cache, Duration::from_secs(30))
+}
+
+/// [`fetcher`] with a request timeout of `timeout`.
+pub fn fetcher_with_timeout(cache: &Cache, timeout: Duration) -> Fetcher {
     Fetcher::builder(cache)
         .rate_limit(Rate::parse("100000/s").unwrap())
-        .timeout(Duration::from_millis(1500))
-        .connect_timeout(Duration::from_millis(500))
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(10))
         .retries(2)
         .retry_base(Duration::from_millis(5))
         .build()

@@ -4,7 +4,7 @@
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use freshcache::fetch::feeds;
 use freshcache::Outcome;
@@ -23,8 +23,11 @@ struct Nginx {
 impl Drop for Nginx {
     /// SIGQUIT lets the master stop its workers (SIGKILL would orphan them).
     fn drop(&mut self) {
-        let pid = rustix::process::Pid::from_child(&self.child);
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::QUIT);
+        // Only a running (unreaped) child: a reaped one's pid may be reused.
+        if let Ok(None) = self.child.try_wait() {
+            let pid = rustix::process::Pid::from_child(&self.child);
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::QUIT);
+        }
         let _ = self.child.wait();
     }
 }
@@ -48,6 +51,18 @@ fn start_nginx() -> Option<Nginx> {
         println!("skipped: {NGINX} not installed (apt-get install -y nginx)");
         return None;
     }
+    // The port is free when picked but not reserved: if another process
+    // takes it before nginx binds, nginx exits and a new port is tried.
+    for _ in 0..5 {
+        if let Some(nginx) = try_start_nginx() {
+            return Some(nginx);
+        }
+    }
+    panic!("nginx did not start on any of 5 free ports");
+}
+
+/// nginx listening, or `None` if it exited because its port was taken.
+fn try_start_nginx() -> Option<Nginx> {
     let dir = tempfile::tempdir().unwrap();
     let docs = dir.path().join("feeds");
     copy_feeds(&docs);
@@ -72,11 +87,12 @@ fn start_nginx() -> Option<Nginx> {
     );
     let conf_path = dir.path().join("nginx.conf");
     std::fs::write(&conf_path, conf).unwrap();
+    let error_log = dir.path().join("error.log");
     let child = Command::new(NGINX)
         .arg("-p")
         .arg(dir.path())
         .arg("-e")
-        .arg(dir.path().join("error.log"))
+        .arg(&error_log)
         .arg("-c")
         .arg(&conf_path)
         .args(["-g", "daemon off;"])
@@ -85,19 +101,32 @@ fn start_nginx() -> Option<Nginx> {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let nginx = Nginx {
+    let mut nginx = Nginx {
         child,
         port,
         docs,
         _dir: dir,
     };
-    for _ in 0..100 {
+    // 60 s only guards a hang: nginx on a loaded machine may be slow to start.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = nginx.child.try_wait().unwrap() {
+            let log = std::fs::read_to_string(&error_log).unwrap_or_default();
+            if log.contains("Address already in use") {
+                return None;
+            }
+            panic!("nginx exited ({status}) before listening on {port}:\n{log}");
+        }
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return Some(nginx);
         }
+        assert!(
+            Instant::now() < deadline,
+            "nginx did not start listening on port {port} within 60 s:\n{}",
+            std::fs::read_to_string(&error_log).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("nginx did not start listening on port {port}");
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use freshcache::config::Rate;
 use freshcache::{Error, FetchOptions, Fetcher, Freshness, Outcome};
 
 use crate::origin::{raw_origin, reply, Origin, Reply};
-use crate::{cache, fetcher, opts, revalidate};
+use crate::{cache, fetcher, fetcher_with_timeout, opts, revalidate};
 
 fn stale_if_error() -> FetchOptions {
     FetchOptions {
@@ -82,7 +82,8 @@ async fn retry_after_beyond_the_limit_fails_instead_of_waiting() {
 async fn a_hanging_server_times_out_with_exit_code_5() {
     let o = Origin::start(|_, _| Reply::Hang).await;
     let (_d, cache, _clock) = cache();
-    let err = fetcher(&cache)
+    // A short timeout: the origin never answers, so it always expires.
+    let err = fetcher_with_timeout(&cache, Duration::from_millis(1500))
         .fetch(&o.url("/h"), "api:h", &opts())
         .await
         .unwrap_err();
