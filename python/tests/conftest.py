@@ -22,6 +22,9 @@ REPO = Path(__file__).resolve().parents[2]
 # Fetch tests talk to a local origin many times: lift the 2/s per-host limit.
 FAST_FETCH = {"fetch": {"rate_limit": "10000/s", "retries": 0}}
 
+# The longest the origin's /hold waits for each of its events (a hang guard).
+HOLD_MAX = 60.0
+
 
 @pytest.fixture(autouse=True)
 def _no_env_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -64,14 +67,18 @@ def cli() -> Callable[..., subprocess.CompletedProcess]:
 
 
 class Origin:
-    """A local HTTP origin. Paths: /slow?s=SECONDS, /etag/<name> (ETag +
-    304), /feed.xml (RSS), /json/<n>, /status/<code>. Counts requests."""
+    """A local HTTP origin. Paths: /slow?s=SECONDS, /hold (answers once every
+    event in `hold` is set), /etag/<name> (ETag + 304), /feed.xml (RSS),
+    /json/<n>, /status/<code>. Counts requests."""
 
     def __init__(self) -> None:
         self.requests: List[str] = []
         self.lock = threading.Lock()
         self.bodies: Dict[str, bytes] = {}
         self.failing: set = set()  # paths that answer 503 from now on
+        # /hold waits for each of these (at most HOLD_MAX seconds each, a
+        # guard against a hang), then answers like /slow.
+        self.hold: List[threading.Event] = []
         origin = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -88,6 +95,10 @@ class Origin:
                     return self.reply(503, b"down")
                 if path == "/slow":
                     time.sleep(float(query.split("=")[1]) if query else 1.0)
+                    return self.reply(200, b'{"slow":true}')
+                if path == "/hold":
+                    for event in origin.hold:
+                        event.wait(HOLD_MAX)
                     return self.reply(200, b'{"slow":true}')
                 if path.startswith("/status/"):
                     return self.reply(int(path.rsplit("/", 1)[1]), b"nope")

@@ -79,7 +79,7 @@ def test_two_instances_share_puts_and_one_upstream_call(tmp_path: Path, redis_ur
 
     # An invalidation on one instance reaches the other.
     assert a.invalidate("odds:*") == 1
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30  # guards a hang only
     while b.get("odds:g1:1700000000") is not None:
         assert time.monotonic() < deadline, "invalidation did not reach instance b"
         time.sleep(0.05)
