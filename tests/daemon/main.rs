@@ -223,8 +223,10 @@ async fn sigterm_exits_zero_and_loses_nothing() {
         stats["hits"].as_u64() >= Some(1),
         "access records flushed: {stats}"
     );
+    // Stored, whether or not still fresh: feeds:wire lives one feed period
+    // (200 ms), which a loaded machine can outlast before this runs.
     for key in ["feeds:wire", "schedules:wk1", "teams:nfl"] {
-        let out = cli(&cfg, &["get", key]);
+        let out = cli(&cfg, &["get", "--allow-stale", key]);
         assert!(
             out.status.success(),
             "{key}: {}",
