@@ -1,6 +1,6 @@
 //! Evicting 10% of a large cache (freshcache only; diskcache's culling is
 //! not comparable), with its floor in the same process: a raw SQLite bulk
-//! delete of the same number of rows, oldest first. Follows benches/evict.rs.
+//! delete of the same number of rows, oldest first.
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -3,9 +3,11 @@
 //! only wakes it, so no read ever takes the write lock or waits behind a
 //! writer. The same thread runs the WAL's passive checkpoints, so no put
 //! pays for one at commit. It holds the store and the recorder, never the
-//! cache itself, so the cache is always dropped on a caller's thread: its
-//! `Drop` stops and joins this thread, then writes what is left, before
-//! the process can exit (a short-lived CLI process loses no counter).
+//! cache itself. The last caller handle writes what is batched on its own
+//! thread when it drops (`impl Drop for Cache`; a shared tier's task may
+//! hold the cache a moment longer), and the cache's own `Drop` stops and
+//! joins this thread and writes what is left: a short-lived CLI process
+//! loses no counter.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};

@@ -124,7 +124,7 @@ pub(super) fn render_inf003(e: &mut Exposition, stats: &Stats, sizes: Sizes, tie
         ),
         (
             "cache_miss_total",
-            "INF-003: lookups a tier could not answer, by tier (cache_type); = sum by tier of freshcache_misses_total.",
+            "INF-003: lookups a tier could not answer, by tier (cache_type): hits at a lower tier plus final misses.",
             &misses,
         ),
     ] {

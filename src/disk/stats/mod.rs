@@ -241,8 +241,8 @@ pub struct Stats {
     pub by_class: BTreeMap<String, ClassStats>,
     /// The shared Redis tier.
     pub redis: RedisStats,
-    /// The persisted request quota (this root's count; with Redis the
-    /// global count lives there).
+    /// The request quota of the current window: this root's count, plus,
+    /// with Redis, the instances' shared count.
     pub quota: QuotaStats,
     /// The daemon's refresh-ahead of hot keys.
     pub refresh_ahead: RefreshAheadStats,
