@@ -88,6 +88,7 @@ fn try_start_nginx() -> Option<Nginx> {
     let conf_path = dir.path().join("nginx.conf");
     std::fs::write(&conf_path, conf).unwrap();
     let error_log = dir.path().join("error.log");
+    let pid_file = dir.path().join("nginx.pid");
     let child = Command::new(NGINX)
         .arg("-p")
         .arg(dir.path())
@@ -117,7 +118,9 @@ fn try_start_nginx() -> Option<Nginx> {
             }
             panic!("nginx exited ({status}) before listening on {port}:\n{log}");
         }
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        // nginx writes its pid file only once it has bound its port (so
+        // the listener is not another process that took the port).
+        if pid_file.exists() && TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return Some(nginx);
         }
         assert!(
