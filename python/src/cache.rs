@@ -202,6 +202,12 @@ impl PyCache {
             .map(|p| p.display().to_string())
     }
 
+    /// The config given as a mapping, as JSON text (for pickling).
+    #[getter]
+    fn _config_text(&self) -> Option<String> {
+        self.spec.config_text.clone()
+    }
+
     /// How many times this process has (re)opened the cache since import
     /// generation 0; moves on in a forked child.
     #[getter]

@@ -138,3 +138,14 @@ def test_fork_after_async_use(root) -> None:
     status = _wait(pid)
     assert os.waitstatus_to_exitcode(status) == 0
     assert c.get("news:x:2") == b"a"
+
+
+def test_pickling_keeps_a_mapping_config(root) -> None:
+    """A Cache built from a mapping comes back with that mapping, not the
+    defaults (a class TTL of 7 s instead of odds' default)."""
+    conf = {"classes": {"odds": {"prefix": "odds:", "ttl": "7s"}}}
+    c = freshcache.Cache(root, config=conf)
+    again = pickle.loads(pickle.dumps(c))
+    again.put("odds:p:1", b"v")
+    e = again.get_entry("odds:p:1")
+    assert e is not None and e.ttl.total_seconds() == 7

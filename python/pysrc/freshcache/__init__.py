@@ -406,8 +406,11 @@ class Cache(_native.Cache):
 
     def __reduce__(self) -> Any:
         # A pickled Cache (multiprocessing "spawn") reopens the same root
-        # and config in the other process (an injected clock is not carried).
-        return (Cache, (self.root, self.config_path))
+        # and config — the file, or the mapping it was given — in the other
+        # process (an injected clock is not carried).
+        text = self._config_text
+        config: Any = json.loads(text) if text is not None else self.config_path
+        return (Cache, (self.root, config))
 
 
 async def _as_coro(coro_fn: Callable[[], Awaitable[T]]) -> T:
