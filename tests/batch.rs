@@ -208,3 +208,107 @@ async fn keys_of_a_cancelled_batch_are_loaded_by_the_one_waiting_for_them() {
     let got = follower.await.unwrap().unwrap();
     assert_eq!(got, [Some("X".into())]);
 }
+
+/// `get_or_fetch` and `get_or_fetch_many` share one table of keys in
+/// flight: a single-key caller waits for the batch loading its key, and a
+/// batch waits for the single-key loader of a key it needs — each key is
+/// loaded once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_key_and_batch_loads_of_one_key_share_one_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, _clock) = common::open(dir.path());
+    let calls: Calls = Arc::default();
+
+    // 1. A batch is loading players:a; a get_or_fetch of it waits for it.
+    let (entered_tx, entered_rx) = tokio::sync::oneshot::channel::<()>();
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let batch = {
+        let (cache, calls) = (cache.clone(), calls.clone());
+        tokio::spawn(async move {
+            cache
+                .get_or_fetch_many(&["players:a", "players:b"], |missing| async move {
+                    calls.lock().unwrap().push(missing.clone());
+                    entered_tx.send(()).unwrap();
+                    release_rx.await.unwrap();
+                    Ok::<_, std::io::Error>(missing.into_iter().map(|k| {
+                        let v = value(&k);
+                        (k, v)
+                    }))
+                })
+                .await
+        })
+    };
+    entered_rx.await.unwrap();
+    let single = {
+        let (cache, calls) = (cache.clone(), calls.clone());
+        tokio::spawn(async move {
+            cache
+                .get_or_fetch("players:a", || async move {
+                    calls.lock().unwrap().push(vec!["single players:a".into()]);
+                    Ok::<_, std::io::Error>(b"single".to_vec())
+                })
+                .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await; // let it reach the wait
+    release_tx.send(()).unwrap();
+    assert_eq!(&single.await.unwrap().unwrap()[..], &value("players:a")[..]);
+    batch.await.unwrap().unwrap();
+
+    // 2. A get_or_fetch is loading players:c; a batch needing c and d asks
+    //    its loader for d only and takes c from the single-key call.
+    let (entered_tx, entered_rx) = tokio::sync::oneshot::channel::<()>();
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let single = {
+        let (cache, calls) = (cache.clone(), calls.clone());
+        tokio::spawn(async move {
+            cache
+                .get_or_fetch("players:c", || async move {
+                    calls.lock().unwrap().push(vec!["single players:c".into()]);
+                    entered_tx.send(()).unwrap();
+                    release_rx.await.unwrap();
+                    Ok::<_, std::io::Error>(value("players:c"))
+                })
+                .await
+        })
+    };
+    entered_rx.await.unwrap();
+    let batch = {
+        let (cache, calls) = (cache.clone(), calls.clone());
+        tokio::spawn(async move {
+            cache
+                .get_or_fetch_many(&["players:c", "players:d"], |missing| async move {
+                    calls.lock().unwrap().push(missing.clone());
+                    Ok::<_, std::io::Error>(missing.into_iter().map(|k| {
+                        let v = value(&k);
+                        (k, v)
+                    }))
+                })
+                .await
+        })
+    };
+    // The batch has asked for d (and is now waiting for c).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while calls.lock().unwrap().len() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the batch never called its loader"
+        );
+        tokio::task::yield_now().await;
+    }
+    release_tx.send(()).unwrap();
+    let got = batch.await.unwrap().unwrap();
+    assert_eq!(got[0].as_deref(), Some(&value("players:c")[..]));
+    assert_eq!(got[1].as_deref(), Some(&value("players:d")[..]));
+    single.await.unwrap().unwrap();
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(
+        calls,
+        vec![
+            vec!["players:a".to_string(), "players:b".to_string()],
+            vec!["single players:c".to_string()],
+            vec!["players:d".to_string()],
+        ],
+        "each key loaded once"
+    );
+}

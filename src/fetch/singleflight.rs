@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use crate::base::error::{Error, Result};
 use crate::base::names;
-use crate::cache::flight::Role;
+use crate::cache::flight::{wait_batch, Role};
 use crate::cache::plug::Claim;
 use crate::cache::{Cache, Put};
 
@@ -70,6 +70,18 @@ impl Cache {
             if let Some(v) = self.get(key)? {
                 return Ok(v);
             }
+            // One table of keys in flight with the batches
+            // (`get_or_fetch_many`): a batch loading this key answers it, and
+            // a batch that needs it while this loader runs waits for it.
+            let owned = [key.to_owned()];
+            let (lead, waits) = self.flights().claim_batch(&owned);
+            if let Some((_, rx)) = waits.into_iter().next() {
+                // Otherwise the batch's loader did not return it, failed, or
+                // the batch went away: this caller loads it itself.
+                if let Some(Ok(Some(v))) = wait_batch(rx).await {
+                    return Ok(v);
+                }
+            }
             // Across instances (Redis tier): one lease holder runs the loader.
             let _lease = match self.claim(key).await {
                 Claim::Won(lease) => Some(lease),
@@ -93,6 +105,9 @@ impl Cache {
                     key: key.to_owned(),
                     source: e.into(),
                 })??;
+            // A failed load publishes nothing: dropping the lead lets waiting
+            // batches load the key themselves.
+            lead.publish(key, Ok(Some(bytes.clone())));
             Ok(bytes)
         };
         let (out, role) = self.flights().run(key, flight).await;
