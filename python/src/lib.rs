@@ -12,9 +12,11 @@ mod cache;
 mod errors;
 mod json;
 mod runtime;
+mod spec;
 mod types;
 
 pub(crate) use cache::*;
+pub(crate) use spec::*;
 pub(crate) use types::*;
 
 use std::borrow::Cow;
