@@ -174,3 +174,28 @@ fn recover_on_a_healthy_root_keeps_everything() {
         assert!(v[..] == value(i)[..], "key {i}");
     }
 }
+
+/// `recover` never rebuilds an index under a running process: while a
+/// cache is open on the root it refuses (exit 6) and changes nothing; once
+/// the process is gone it runs.
+#[test]
+fn recover_refuses_while_another_process_has_the_root_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    build(&root);
+    let mut c = Config::default();
+    c.cache.root = root.clone();
+    let open = Cache::with_config(c).unwrap();
+    let before = std::fs::read(root.join("index.sqlite")).unwrap();
+    let (code, _, err) = cli(&root, &["recover"]);
+    assert_eq!(code, 6, "{err}");
+    assert!(
+        err.contains("another process has this cache root open"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(root.join("index.sqlite")).unwrap(), before);
+    assert!(open.get("odds:k:1").is_ok());
+    drop(open);
+    let (code, _, err) = cli(&root, &["recover"]);
+    assert_eq!(code, 0, "{err}");
+}

@@ -37,6 +37,39 @@ const LEN: u64 = 4096;
 #[derive(Debug)]
 pub struct ChangeSeq {
     map: MmapRaw,
+    /// Holds a shared `flock` on the file for as long as the cache is open:
+    /// `freshcache recover` takes it exclusively, so it never rebuilds an
+    /// index under a running process (see [`lock_exclusive`]).
+    _lock: std::fs::File,
+}
+
+fn open_file(root: &Path) -> std::io::Result<std::fs::File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(root.join(SEQ_FILE))
+}
+
+/// The root for `recover` alone: an exclusive lock on the counter file,
+/// refused (never waited for) while any process has the root open.
+///
+/// # Errors
+/// The file cannot be opened, or another process holds the root open.
+pub fn lock_exclusive(root: &Path) -> std::io::Result<std::fs::File> {
+    let file = open_file(root)?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(std::io::Error::new(
+            std::io::ErrorKind::WouldBlock,
+            "another process has this cache root open (a daemon, a CLI command, a service): \
+             stop it first",
+        )),
+        Err(e) => Err(e.into()),
+    }
 }
 
 impl ChangeSeq {
@@ -50,14 +83,15 @@ impl ChangeSeq {
     /// would let other processes serve a mapping it had changed.
     pub fn open(root: &Path) -> std::io::Result<ChangeSeq> {
         let path = root.join(SEQ_FILE);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(&path)?;
+        let file = open_file(root)?;
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockShared) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => return Err(std::io::Error::new(
+                std::io::ErrorKind::WouldBlock,
+                "`freshcache recover` is rebuilding this root's index: try again when it is done",
+            )),
+            Err(e) => return Err(e.into()),
+        }
         let meta = file.metadata()?;
         if !meta.is_file() {
             return Err(std::io::Error::other(format!(
@@ -89,7 +123,7 @@ impl ChangeSeq {
         // the root is 0700 and owned by this user, and only this module
         // touches the file.
         let map = MmapOptions::new().len(LEN as usize).map_raw(&file)?;
-        Ok(ChangeSeq { map })
+        Ok(ChangeSeq { map, _lock: file })
     }
 
     fn cell(&self) -> &AtomicU64 {
@@ -156,6 +190,23 @@ mod tests {
         assert_eq!(s.load(), 3, "skips to the next odd value");
         s.end();
         assert_eq!(s.load(), 4);
+    }
+
+    #[test]
+    fn recover_and_open_caches_exclude_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = ChangeSeq::open(dir.path()).unwrap();
+        let b = ChangeSeq::open(dir.path()).unwrap(); // shared with shared
+        assert!(
+            lock_exclusive(dir.path()).is_err(),
+            "open caches hold the root"
+        );
+        drop((a, b));
+        let alone = lock_exclusive(dir.path()).unwrap();
+        let e = ChangeSeq::open(dir.path()).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
+        drop(alone);
+        assert!(ChangeSeq::open(dir.path()).is_ok());
     }
 
     #[test]

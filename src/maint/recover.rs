@@ -10,7 +10,9 @@
 //! file verifies. Entries whose blob is not proven are dropped. The new
 //! index is built in `tmp/`, then swapped in; the damaged file is kept in
 //! `quarantine/`. Nothing unverified is ever written to the new index.
-//! Run it with no other process on the root.
+//! It runs with no other process on the root: it takes the exclusive lock
+//! on `index.seq` that every open cache holds shared, and refuses to start
+//! (exit 6) while any process has the root open.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -132,6 +134,9 @@ fn scan<T>(c: &Connection, sql: &str, f: fn(&rusqlite::Row<'_>) -> rusqlite::Res
 /// left as it was: the new index only replaces the old one at the end).
 pub(crate) fn recover(root: &Path, now: Millis) -> Result<RecoverReport> {
     let start = Instant::now();
+    // Never under a running process: every open cache holds a shared lock.
+    let _alone = crate::disk::seq::lock_exclusive(root)
+        .map_err(|e| Error::io(root.join(crate::disk::seq::SEQ_FILE), e))?;
     let mut report = RecoverReport::default();
     let files = BlobFiles::new(root, false)?;
     let index_path = root.join(INDEX_FILE);
