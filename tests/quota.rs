@@ -148,10 +148,28 @@ fn stats_shows_the_quota_window_and_stat_the_windowed_expiry() {
         "{}",
         o.stderr
     );
-    std::fs::write(&cfg, "fetch: { quota_tz: America/New_York }\n").unwrap();
+    std::fs::write(&cfg, "fetch: { quota_tz: Mars/Olympus }\n").unwrap();
     let o = run(&["--root", &r, "--config", &c, "stats"], None, &[]);
     assert_eq!(o.code, Some(2));
     assert!(o.stderr.contains("fetch.quota_tz"), "{}", o.stderr);
+    // An IANA zone is accepted: the window follows its calendar.
+    std::fs::write(
+        &cfg,
+        "fetch: { quota: 500/month, quota_tz: America/New_York }\n",
+    )
+    .unwrap();
+    let o = run(
+        &["--root", &r, "--config", &c, "stats", "--json"],
+        None,
+        &[],
+    );
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let start = v["quota"]["window_start"].as_str().unwrap().to_owned();
+    assert!(
+        start.ends_with("T05:00:00.000Z") || start.ends_with("T04:00:00.000Z"),
+        "midnight in New York: {start}"
+    );
 }
 
 #[test]

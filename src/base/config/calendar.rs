@@ -1,9 +1,9 @@
 //! Calendar arithmetic for config values: quota periods that reset on the
 //! provider's calendar (start of the hour, day or month in a fixed UTC
-//! offset), and the instants TTL windows are written in (UTC dates or
+//! offset or an IANA zone), and the instants TTL windows are written in (UTC dates or
 //! RFC 3339).
 
-use chrono::{DateTime, Datelike, Duration as CDur, NaiveDate, NaiveDateTime, Timelike};
+use chrono::{DateTime, Datelike, Duration as CDur, NaiveDate, NaiveDateTime, TimeZone, Timelike};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::base::clock::Millis;
@@ -30,30 +30,55 @@ impl Period {
     }
 }
 
-/// A fixed offset from UTC (`UTC`, `Z`, `+05:30`, `-05:00`), in minutes.
-/// IANA zone names are refused: a quota window is billed by the provider
-/// in one fixed offset, and DST rules would need a zone database.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct TzOffset(pub i32);
+/// The time zone of a quota's calendar: a fixed offset from UTC (`UTC`,
+/// `Z`, `+05:30`, `-05:00`, in minutes) or an IANA zone
+/// (`America/New_York`), whose periods follow its daylight-saving rules —
+/// a day in New York is 23 or 25 hours twice a year, the way a provider
+/// billing in that zone counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TzOffset {
+    /// A fixed offset, in minutes east of UTC.
+    Fixed(i32),
+    /// A zone of the IANA database.
+    Named(chrono_tz::Tz),
+}
+
+impl Default for TzOffset {
+    fn default() -> Self {
+        TzOffset::Fixed(0)
+    }
+}
 
 impl TzOffset {
-    /// Parses `UTC`, `Z`, `+HH:MM`, `-HH:MM`, `+HH`, `UTC+02:00`.
+    /// Parses `UTC`, `Z`, `+HH:MM`, `-HH:MM`, `+HH`, `UTC+02:00`, or an
+    /// IANA zone name (`Europe/London`).
     ///
     /// # Errors
     /// A message naming what is wrong.
     pub fn parse(s: &str) -> std::result::Result<TzOffset, String> {
         let t = s.trim();
+        if t.contains('/') {
+            return t
+                .parse::<chrono_tz::Tz>()
+                .map(TzOffset::Named)
+                .map_err(|_| {
+                    format!(
+                        "unknown time zone `{s}`: use UTC, a fixed offset such as -05:00, \
+                     or an IANA zone such as America/New_York"
+                    )
+                });
+        }
         let rest = t
             .strip_prefix("UTC")
             .or_else(|| t.strip_prefix("GMT"))
             .unwrap_or(t);
         if rest.is_empty() || rest == "Z" {
-            return Ok(TzOffset(0));
+            return Ok(TzOffset::Fixed(0));
         }
         let bad = || {
             format!(
-                "invalid time zone `{s}`: use UTC or a fixed offset such as -05:00 \
-                 (IANA names like America/New_York are not supported)"
+                "invalid time zone `{s}`: use UTC, a fixed offset such as -05:00, \
+                 or an IANA zone such as America/New_York"
             )
         };
         let (sign, hm) = match rest.as_bytes().first() {
@@ -67,11 +92,37 @@ impl TzOffset {
         if !(0..=14).contains(&h) || !(0..60).contains(&m) {
             return Err(bad());
         }
-        Ok(TzOffset(sign * (h * 60 + m)))
+        Ok(TzOffset::Fixed(sign * (h * 60 + m)))
     }
 
-    fn ms(self) -> i64 {
-        i64::from(self.0) * 60_000
+    /// Local wall-clock time of the UTC instant `utc`.
+    fn local(self, utc: NaiveDateTime) -> NaiveDateTime {
+        match self {
+            TzOffset::Fixed(min) => utc + CDur::minutes(i64::from(min)),
+            TzOffset::Named(tz) => tz.from_utc_datetime(&utc).naive_local(),
+        }
+    }
+
+    /// The UTC instants of the local wall-clock time `local`: one, two (a
+    /// repeated hour), or, in a skipped hour, the first instant after it.
+    fn utc_ms(self, local: NaiveDateTime) -> Vec<Millis> {
+        match self {
+            TzOffset::Fixed(min) => vec![to_ms(local) - i64::from(min) * 60_000],
+            TzOffset::Named(tz) => {
+                // A period edge that falls in a DST gap (a zone that skips
+                // midnight) starts when the clocks do: try up to 3 h later.
+                (0..=3)
+                    .map(|h| tz.from_local_datetime(&(local + CDur::hours(h))))
+                    .find_map(|r| match r {
+                        chrono::LocalResult::Single(d) => Some(vec![d.timestamp_millis()]),
+                        chrono::LocalResult::Ambiguous(a, b) => {
+                            Some(vec![a.timestamp_millis(), b.timestamp_millis()])
+                        }
+                        chrono::LocalResult::None => None,
+                    })
+                    .unwrap_or_default()
+            }
+        }
     }
 }
 
@@ -84,12 +135,15 @@ impl<'de> Deserialize<'de> for TzOffset {
 
 impl Serialize for TzOffset {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        if self.0 == 0 {
-            return s.serialize_str("UTC");
+        match *self {
+            TzOffset::Fixed(0) => s.serialize_str("UTC"),
+            TzOffset::Fixed(m) => {
+                let sign = if m < 0 { '-' } else { '+' };
+                let a = m.unsigned_abs();
+                s.serialize_str(&format!("{sign}{:02}:{:02}", a / 60, a % 60))
+            }
+            TzOffset::Named(tz) => s.serialize_str(tz.name()),
         }
-        let sign = if self.0 < 0 { '-' } else { '+' };
-        let a = self.0.unsigned_abs();
-        s.serialize_str(&format!("{sign}{:02}:{:02}", a / 60, a % 60))
     }
 }
 
@@ -114,7 +168,7 @@ pub fn period_bounds(period: Period, tz: TzOffset, now: Millis) -> (Millis, Mill
         let s = now.div_euclid(len) * len;
         (s, s.saturating_add(len))
     };
-    let Some(local) = naive(now.saturating_add(tz.ms())) else {
+    let Some(local) = naive(now).map(|utc| tz.local(utc)) else {
         return fallback();
     };
     let bounds = match period {
@@ -138,9 +192,20 @@ pub fn period_bounds(period: Period, tz: TzOffset, now: Millis) -> (Millis, Mill
                 .and_then(|(a, b)| Some((a.and_hms_opt(0, 0, 0)?, b.and_hms_opt(0, 0, 0)?)))
         }
     };
-    match bounds {
-        Some((s, e)) => (to_ms(s) - tz.ms(), to_ms(e) - tz.ms()),
-        None => fallback(),
+    // The start is the latest instant of its wall-clock time not after
+    // `now`, the end the earliest after it (a repeated hour has two); an
+    // hour ends an hour after it starts, so the repeated 01:00 is two.
+    let edges = bounds.and_then(|(s, e)| {
+        let s = tz.utc_ms(s).into_iter().filter(|&t| t <= now).max()?;
+        let e = match period {
+            Period::Hour => s.saturating_add(3_600_000),
+            _ => tz.utc_ms(e).into_iter().filter(|&t| t > now).min()?,
+        };
+        Some((s, e))
+    });
+    match edges {
+        Some((s, e)) if s <= now && now < e => (s, e),
+        _ => fallback(),
     }
 }
 
@@ -227,7 +292,7 @@ mod tests {
 
     #[test]
     fn months_days_and_hours_follow_the_calendar() {
-        let utc = TzOffset(0);
+        let utc = TzOffset::Fixed(0);
         let now = ms("2026-02-14T10:30:00Z");
         assert_eq!(
             period_bounds(Period::Month, utc, now),
@@ -250,16 +315,46 @@ mod tests {
     #[test]
     fn offsets_move_the_reset_instant() {
         let ny = TzOffset::parse("-05:00").unwrap();
-        assert_eq!(ny, TzOffset(-300));
+        assert_eq!(ny, TzOffset::Fixed(-300));
         // 03:00 UTC on March 1st is still February in UTC-5.
         let (s, e) = period_bounds(Period::Month, ny, ms("2026-03-01T03:00:00Z"));
         assert_eq!(s, ms("2026-02-01T05:00:00Z"));
         assert_eq!(e, ms("2026-03-01T05:00:00Z"));
-        assert!(TzOffset::parse("America/New_York")
+        assert!(TzOffset::parse("Mars/Olympus")
             .unwrap_err()
-            .contains("fixed offset"));
-        assert_eq!(TzOffset::parse("UTC").unwrap(), TzOffset(0));
-        assert_eq!(TzOffset::parse("+05:30").unwrap(), TzOffset(330));
+            .contains("IANA zone"));
+        assert_eq!(TzOffset::parse("UTC").unwrap(), TzOffset::Fixed(0));
+        assert_eq!(TzOffset::parse("+05:30").unwrap(), TzOffset::Fixed(330));
+    }
+
+    #[test]
+    fn iana_zones_follow_daylight_saving() {
+        let ny = TzOffset::parse("America/New_York").unwrap();
+        assert_eq!(ny, TzOffset::Named(chrono_tz::America::New_York));
+        // Winter: midnight in New York is 05:00 UTC.
+        let (s, e) = period_bounds(Period::Month, ny, ms("2026-03-01T03:00:00Z"));
+        assert_eq!(s, ms("2026-02-01T05:00:00Z"));
+        assert_eq!(e, ms("2026-03-01T05:00:00Z"));
+        // March 8th 2026 is 23 hours long there (clocks go forward at 2:00).
+        let (s, e) = period_bounds(Period::Day, ny, ms("2026-03-08T12:00:00Z"));
+        assert_eq!(s, ms("2026-03-08T05:00:00Z"));
+        assert_eq!(e, ms("2026-03-09T04:00:00Z"));
+        // A summer month starts at 04:00 UTC; November 1st (clocks go back)
+        // is 25 hours long.
+        let (s, _) = period_bounds(Period::Month, ny, ms("2026-07-15T00:00:00Z"));
+        assert_eq!(s, ms("2026-07-01T04:00:00Z"));
+        let (s, e) = period_bounds(Period::Day, ny, ms("2026-11-01T12:00:00Z"));
+        assert_eq!(e - s, 25 * 3_600_000);
+        // The hour that repeats on November 1st is two periods.
+        let (a, _) = period_bounds(Period::Hour, ny, ms("2026-11-01T05:30:00Z"));
+        let (b, _) = period_bounds(Period::Hour, ny, ms("2026-11-01T06:30:00Z"));
+        assert_eq!(
+            (a, b),
+            (ms("2026-11-01T05:00:00Z"), ms("2026-11-01T06:00:00Z"))
+        );
+        // Round trip through the config text.
+        let text = serde_norway::to_string(&ny).unwrap();
+        assert!(text.contains("America/New_York"), "{text}");
     }
 
     #[test]

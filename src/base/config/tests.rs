@@ -25,7 +25,7 @@ fn embedded_default_has_the_seed_ttls() {
             count: 2,
             per: Duration::from_secs(1),
             calendar: None,
-            tz: TzOffset(0),
+            tz: TzOffset::Fixed(0),
         }
     );
 }
@@ -167,7 +167,7 @@ fn adaptive_ttls_windows_and_quota_tz_parse_validate_and_round_trip() {
         })
     );
     assert_eq!(c.classes["players"].windows.len(), 1);
-    assert_eq!(c.fetch.quota.tz, TzOffset(-300));
+    assert_eq!(c.fetch.quota.tz, TzOffset::Fixed(-300));
     assert_eq!(c.fetch.quota.calendar, Some(Period::Month));
     // What /v1/config prints loads back to the same config.
     let printed = serde_norway::to_string(&c).unwrap();
@@ -196,7 +196,7 @@ fn adaptive_ttls_windows_and_quota_tz_parse_validate_and_round_trip() {
     assert!(e.contains("daemon.refresh_ahead.fraction"), "{e}");
     let e = bad("fetch: { quota_tz: Mars/Olympus }\n");
     assert!(
-        e.contains("fetch.quota_tz") && e.contains("fixed offset"),
+        e.contains("fetch.quota_tz") && e.contains("IANA zone"),
         "{e}"
     );
 }
