@@ -15,6 +15,10 @@ use freshcache::{Cache, FetchOptions, Fetcher, ManualClock, Put};
 use origin::{reply, Origin};
 
 fn cache() -> (tempfile::TempDir, Cache, ManualClock) {
+    cache_with(freshcache::Config::default())
+}
+
+fn cache_with(config: freshcache::Config) -> (tempfile::TempDir, Cache, ManualClock) {
     let dir = tempfile::tempdir().unwrap();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -22,6 +26,7 @@ fn cache() -> (tempfile::TempDir, Cache, ManualClock) {
         .as_millis() as i64;
     let clock = ManualClock::new(now);
     let cache = Cache::builder()
+        .config(config)
         .root(dir.path())
         .clock(clock.clone())
         .open()
@@ -218,20 +223,9 @@ async fn the_running_daemon_refreshes_a_hot_key_through_its_registered_loader() 
 /// paused clock measures it), and the quota counts each call.
 #[tokio::test(start_paused = true)]
 async fn loader_refreshes_keep_the_rate_limit() {
-    let dir = tempfile::tempdir().unwrap();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    let clock = ManualClock::new(now);
     let mut config = freshcache::Config::default();
     config.fetch.rate_limit = freshcache::config::Rate::parse("1/h").unwrap();
-    let cache = Cache::builder()
-        .config(config)
-        .root(dir.path())
-        .clock(clock.clone())
-        .open()
-        .unwrap();
+    let (_dir, cache, clock) = cache_with(config);
     for i in 0..3 {
         let key = format!("llm:features:c{i}:d1");
         cache.put(&key, b"old", Put::default()).unwrap();
