@@ -312,3 +312,60 @@ async fn single_key_and_batch_loads_of_one_key_share_one_call() {
         "each key loaded once"
     );
 }
+
+/// A single-key load that fails while a batch waits for its key is an error
+/// for the batch too, never a miss in its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_single_key_load_is_an_error_for_the_waiting_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, _clock) = common::open(dir.path());
+    let asked: Calls = Arc::default();
+    let (entered_tx, entered_rx) = tokio::sync::oneshot::channel::<()>();
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let single = {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            cache
+                .get_or_fetch("players:e", || async move {
+                    entered_tx.send(()).unwrap();
+                    release_rx.await.unwrap();
+                    Err::<Vec<u8>, _>(std::io::Error::other("upstream down"))
+                })
+                .await
+        })
+    };
+    entered_rx.await.unwrap();
+    let batch = {
+        let (cache, asked) = (cache.clone(), asked.clone());
+        tokio::spawn(async move {
+            cache
+                .get_or_fetch_many(&["players:e", "players:f"], |missing| async move {
+                    asked.lock().unwrap().push(missing.clone());
+                    Ok::<_, std::io::Error>(missing.into_iter().map(|k| {
+                        let v = value(&k);
+                        (k, v)
+                    }))
+                })
+                .await
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while asked.lock().unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the batch never called its loader"
+        );
+        tokio::task::yield_now().await;
+    }
+    release_tx.send(()).unwrap();
+    assert!(single.await.unwrap().is_err());
+    let got = batch.await.unwrap();
+    assert!(
+        got.is_err(),
+        "the failure reaches the batch, not a miss: {got:?}"
+    );
+    assert_eq!(
+        asked.lock().unwrap().clone(),
+        vec![vec!["players:f".to_string()]]
+    );
+}

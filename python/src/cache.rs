@@ -19,6 +19,19 @@ pub(crate) struct PyCache {
     pub(crate) state: Mutex<Arc<State>>,
 }
 
+impl Drop for PyCache {
+    /// A cache freed in a forked child before it was used there holds the
+    /// parent's state: its SQLite handles and its flusher thread (which does
+    /// not exist here). Never dropped: dropping would flush through them and
+    /// wait for that thread.
+    fn drop(&mut self) {
+        let slot = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        if slot.generation != runtime::generation() {
+            std::mem::forget(slot.clone());
+        }
+    }
+}
+
 impl PyCache {
     /// The state of this process; reopened transparently in a forked child.
     pub(crate) fn state(&self, py: Python<'_>) -> PyResult<Arc<State>> {

@@ -123,6 +123,11 @@ impl CacheBuilder {
     ) -> Result<Cache> {
         let root = self.config.cache.root.clone();
         prepare_root(&root)?;
+        let seq_path = root.join(crate::disk::seq::SEQ_FILE);
+        // Held until the counter (which keeps its own) is mapped: no index
+        // is opened, created or migrated while `recover` rebuilds it.
+        let _open_lock =
+            crate::disk::seq::lock_shared(&root).map_err(|e| Error::io(&seq_path, e))?;
         let c = &self.config.cache;
         let store = Store {
             index: Index::open(&root, c.fsync)?,
@@ -135,8 +140,13 @@ impl CacheBuilder {
             reserve: Reserve::new(&root),
             zstd_level: c.zstd_level,
         };
-        let seq = crate::disk::seq::ChangeSeq::open(&root)
-            .map_err(|e| Error::io(root.join(crate::disk::seq::SEQ_FILE), e))?;
+        // A full disk: give back reserve chunks until the page fits.
+        let seq = loop {
+            match crate::disk::seq::ChangeSeq::open(&root).map_err(|e| Error::io(&seq_path, e)) {
+                Err(e) if crate::disk::reserve::is_full(&e) && store.reserve.release() => {}
+                other => break other?,
+            }
+        };
         store.index.attach_seq(seq);
         // Best effort, one stat when it is there (see disk::reserve).
         store.reserve.ensure();

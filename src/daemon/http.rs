@@ -213,8 +213,21 @@ fn internal(e: crate::Error) -> Response {
     (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response()
 }
 
+/// Runs `f` on the blocking pool: the statistics read the index and, with
+/// Redis, the shared quota counter (a round trip), never on a worker.
+async fn off_worker<T: Send + 'static>(
+    f: impl FnOnce() -> crate::Result<T> + Send + 'static,
+) -> crate::Result<T> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(crate::Error::io(
+            "stats",
+            std::io::Error::other(e.to_string()),
+        ))
+    })
+}
+
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
-    match render(&s) {
+    match off_worker(move || render(&s)).await {
         Ok(text) => (
             [(
                 header::CONTENT_TYPE,
@@ -228,7 +241,7 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
 }
 
 async fn stats(State(s): State<Arc<Shared>>) -> Response {
-    match s.cache.stats() {
+    match off_worker(move || s.cache.stats()).await {
         Ok(st) => Json(st).into_response(),
         Err(e) => internal(e),
     }

@@ -72,6 +72,25 @@ pub fn lock_exclusive(root: &Path) -> std::io::Result<std::fs::File> {
     }
 }
 
+/// Takes the shared lock on the counter file every open cache holds (see
+/// [`lock_exclusive`]), before anything else of the root is touched.
+/// A file system without `flock` (`ENOLCK`, `EOPNOTSUPP`) opens unlocked:
+/// recover's exclusion is then the documented "no other process" rule.
+///
+/// # Errors
+/// The file cannot be opened, or `recover` holds the root.
+pub fn lock_shared(root: &Path) -> std::io::Result<std::fs::File> {
+    let file = open_file(root)?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockShared) {
+        Ok(()) | Err(rustix::io::Errno::NOLCK | rustix::io::Errno::OPNOTSUPP) => Ok(file),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(std::io::Error::new(
+            std::io::ErrorKind::WouldBlock,
+            "`freshcache recover` is rebuilding this root's index: try again when it is done",
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
 impl ChangeSeq {
     /// Maps `<root>/index.seq`, creating it (0600, never through a link),
     /// with its page allocated on disk: a store into a hole of a sparse
@@ -83,15 +102,7 @@ impl ChangeSeq {
     /// would let other processes serve a mapping it had changed.
     pub fn open(root: &Path) -> std::io::Result<ChangeSeq> {
         let path = root.join(SEQ_FILE);
-        let file = open_file(root)?;
-        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockShared) {
-            Ok(()) => {}
-            Err(rustix::io::Errno::WOULDBLOCK) => return Err(std::io::Error::new(
-                std::io::ErrorKind::WouldBlock,
-                "`freshcache recover` is rebuilding this root's index: try again when it is done",
-            )),
-            Err(e) => return Err(e.into()),
-        }
+        let file = lock_shared(root)?;
         let meta = file.metadata()?;
         if !meta.is_file() {
             return Err(std::io::Error::other(format!(
@@ -105,13 +116,16 @@ impl ChangeSeq {
             file.set_len(LEN)?;
         }
         // Allocate the page (a no-op when it is; never changes its bytes).
-        // Where fallocate is not supported, a new file's page is written.
+        // Where fallocate is not supported, the page is written past the
+        // counter (bytes 8..): never over a value another process that
+        // created the file meanwhile may have moved.
         if let Err(e) = rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, LEN) {
-            if e == rustix::io::Errno::NOSPC {
+            if matches!(e, rustix::io::Errno::NOSPC | rustix::io::Errno::DQUOT) {
                 return Err(e.into());
             }
             if meta.len() < LEN {
-                file.write_all_at(&[0u8; LEN as usize][meta.len() as usize..], meta.len())?;
+                let from = meta.len().max(8);
+                file.write_all_at(&[0u8; LEN as usize][from as usize..], from)?;
             }
         }
         // SAFETY: the mapping is of a regular file we opened read-write and

@@ -18,6 +18,9 @@ impl Cache {
     /// key in this process run `loader` once and share its result; the
     /// others count as upstream calls avoided.
     ///
+    /// A loader must not itself ask for its own key (through `get_or_fetch`
+    /// or `get_or_fetch_many`): it would wait for itself.
+    ///
     /// # Errors
     /// [`Error::Loader`] when the loader fails (nothing is stored), or any
     /// error of [`Cache::get`] and [`Cache::put`].
@@ -82,33 +85,47 @@ impl Cache {
                     return Ok(v);
                 }
             }
-            // Across instances (Redis tier): one lease holder runs the loader.
-            let _lease = match self.claim(key).await {
-                Claim::Won(lease) => Some(lease),
-                Claim::Filled => match self.get(key)? {
-                    Some(v) => return Ok(v),
-                    None => None,
-                },
-                Claim::Alone => None,
-            };
-            let value = loader().await.map_err(|e| Error::Loader {
-                key: key.to_owned(),
-                source: e.into(),
-            })?;
-            let bytes = Bytes::copy_from_slice(value.as_ref());
-            // The write runs on the blocking pool: it may wait for another
-            // process's transaction, and the callers here are async.
-            let (cache, k, b) = (self.clone(), key.to_owned(), bytes.clone());
-            tokio::task::spawn_blocking(move || cache.put(&k, &b, opts))
-                .await
-                .map_err(|e| Error::Loader {
+            let load = async {
+                // Across instances (Redis tier): one lease holder runs the loader.
+                let _lease = match self.claim(key).await {
+                    Claim::Won(lease) => Some(lease),
+                    Claim::Filled => match self.get(key)? {
+                        Some(v) => return Ok(v),
+                        None => None,
+                    },
+                    Claim::Alone => None,
+                };
+                let value = loader().await.map_err(|e| Error::Loader {
                     key: key.to_owned(),
                     source: e.into(),
-                })??;
-            // A failed load publishes nothing: dropping the lead lets waiting
-            // batches load the key themselves.
-            lead.publish(key, Ok(Some(bytes.clone())));
-            Ok(bytes)
+                })?;
+                let bytes = Bytes::copy_from_slice(value.as_ref());
+                // The write runs on the blocking pool: it may wait for another
+                // process's transaction, and the callers here are async.
+                let (cache, k, b) = (self.clone(), key.to_owned(), bytes.clone());
+                tokio::task::spawn_blocking(move || cache.put(&k, &b, opts))
+                    .await
+                    .map_err(|e| Error::Loader {
+                        key: key.to_owned(),
+                        source: e.into(),
+                    })??;
+                Ok::<Bytes, Error>(bytes)
+            };
+            // Batches waiting for this key get the value or the error (never
+            // a miss in place of a failure).
+            match load.await {
+                Ok(bytes) => {
+                    lead.publish(key, Ok(Some(bytes.clone())));
+                    Ok(bytes)
+                }
+                Err(e) => {
+                    let e = std::sync::Arc::new(e);
+                    lead.publish(key, Err(e.clone()));
+                    drop(lead);
+                    Err(std::sync::Arc::try_unwrap(e)
+                        .unwrap_or_else(|source| Error::Shared { source }))
+                }
+            }
         };
         let (out, role) = self.flights().run(key, flight).await;
         if role == Role::Follower {

@@ -37,7 +37,7 @@ pub(crate) fn collect(
     let start = Instant::now();
     let secs = |t: SystemTime| {
         t.duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64)
+            .map_or(0, |d| d.as_nanos() as i128)
     };
     let cutoff = secs(
         SystemTime::now()
@@ -135,7 +135,8 @@ enum Kind {
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     kind: Kind,
-    mtime: i64,
+    /// Modification time, nanoseconds since the epoch.
+    mtime: i128,
     size: u64,
 }
 
@@ -178,7 +179,8 @@ fn list(dir: &OwnedFd, path: &Path) -> Result<Vec<(String, Entry)>> {
                 Entry {
                     kind,
                     #[allow(clippy::useless_conversion)] // i32 on 32-bit targets
-                    mtime: i64::from(st.st_mtime),
+                    mtime: i128::from(i64::from(st.st_mtime)) * 1_000_000_000
+                        + i128::from(st.st_mtime_nsec),
                     size: st.st_size as u64,
                 },
             ));

@@ -192,11 +192,16 @@ pub fn period_bounds(period: Period, tz: TzOffset, now: Millis) -> (Millis, Mill
                 .and_then(|(a, b)| Some((a.and_hms_opt(0, 0, 0)?, b.and_hms_opt(0, 0, 0)?)))
         }
     };
-    // The start is the latest instant of its wall-clock time not after
-    // `now`, the end the earliest after it (a repeated hour has two); an
-    // hour ends an hour after it starts, so the repeated 01:00 is two.
+    // A wall-clock edge that occurs twice (a repeated hour): a day or a
+    // month starts at its first occurrence, an hour at its latest one not
+    // after `now` (an hour ends an hour after it starts, so the repeated
+    // 01:00 is two hours); the end is the first occurrence after `now`.
     let edges = bounds.and_then(|(s, e)| {
-        let s = tz.utc_ms(s).into_iter().filter(|&t| t <= now).max()?;
+        let starts = tz.utc_ms(s).into_iter().filter(|&t| t <= now);
+        let s = match period {
+            Period::Hour => starts.max()?,
+            _ => starts.min()?,
+        };
         let e = match period {
             Period::Hour => s.saturating_add(3_600_000),
             _ => tz.utc_ms(e).into_iter().filter(|&t| t > now).min()?,

@@ -111,11 +111,16 @@ pub fn verify_stream(
     let decoded = match codec {
         Codec::Raw => copy_hashing(&mut src, &mut hasher, size),
         Codec::Zstd => {
-            // Window capped at 8 MiB (what levels up to 19 use for any input):
-            // a frame that asks for more is damage, not a reason to allocate.
+            // The window a frame may ask for: 8 MiB (what levels up to 19 use
+            // for any input), or up to the value's own recorded size for a
+            // larger value (a blob written at an ultra level 20-22, which
+            // older configs allowed), never over 128 MiB. A frame asking for
+            // more is damage, not a reason to allocate.
+            let need = 64 - size.saturating_sub(1).leading_zeros();
+            let log_max = need.clamp(23, 27);
             let mut decoder = match zstd::stream::read::Decoder::new(&mut src).and_then(|d| {
                 let mut d = d.single_frame();
-                d.window_log_max(23)?;
+                d.window_log_max(log_max)?;
                 Ok(d)
             }) {
                 Ok(d) => d,
