@@ -1,10 +1,9 @@
 //! [`FetcherBuilder`]: timeouts, retries, limits and TTL policy, with
 //! defaults from the cache's `fetch:` config.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use super::{limit, Fetcher};
+use super::Fetcher;
 use crate::base::config::{Rate, ServerTtl};
 use crate::base::error::{Error, Result};
 use crate::cache::Cache;
@@ -101,7 +100,7 @@ impl FetcherBuilder {
         Ok(Fetcher {
             cache: self.cache,
             client,
-            limiter: Arc::new(limit::RateLimiter::new(self.rate_limit)),
+            rate: self.rate_limit,
             settings: self.settings,
         })
     }

@@ -113,8 +113,8 @@ impl Fetcher {
             let mut attempt = 0u32;
             let resp = loop {
                 let host = host_of(&url);
-                self.limiter
-                    .admit(&self.cache, &url, &host, self.settings.quota)
+                self.cache
+                    .admit_upstream(&host, self.settings.quota, self.rate)
                     .await
                     .map_err(|error| Failure {
                         error,

@@ -27,11 +27,10 @@ mod builder;
 pub mod feeds;
 pub mod freshness;
 mod http;
-pub(crate) mod limit;
 pub mod measure;
 pub(crate) mod singleflight;
 
-use std::sync::Arc;
+use crate::base::config::Rate;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -131,7 +130,9 @@ fn ser_opt_time<S: serde::Serializer>(
 pub struct Fetcher {
     cache: Cache,
     client: reqwest::Client,
-    limiter: Arc<limit::RateLimiter>,
+    /// Requests per host (`fetch.rate_limit` or the builder's), admitted by
+    /// the cache's coordinators together with the quota.
+    rate: Rate,
     settings: Settings,
 }
 
@@ -151,13 +152,10 @@ impl Fetcher {
     /// [`Error::QuotaExceeded`]; a storage error of the local quota.
     pub async fn admit_loader(&self, prefix: &str) -> Result<()> {
         let host = format!("loader:{prefix}");
-        let url = Url::parse("loader:///").map_err(|e| Error::Upstream {
-            url: host.clone(),
-            reason: e.to_string(),
-        })?;
-        self.limiter
-            .admit(&self.cache, &url, &host, self.settings.quota)
+        self.cache
+            .admit_upstream(&host, self.settings.quota, self.rate)
             .await
+            .map(|_| ())
     }
 
     /// `(used, limit)` of the request quota in the current period.
