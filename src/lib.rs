@@ -33,7 +33,9 @@
 //! croner; implies `fetch`), `fetch` the HTTP fetcher and feeds (reqwest,
 //! feed-rs), `redis` the shared tier, `sled` the persistent hot tier.
 // `unsafe` is denied everywhere but src/disk/seq.rs (a shared-memory
-// counter; see the SAFETY argument there).
+// counter) and one `unsafe impl Send` for the pooled reader in
+// src/disk/index/mod.rs (a connection moved with its own statements); see
+// the SAFETY arguments there.
 #![deny(unsafe_code)]
 #![warn(missing_debug_implementations)]
 #![warn(missing_docs)]

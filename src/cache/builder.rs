@@ -159,7 +159,7 @@ impl CacheBuilder {
         let l1 = moka::sync::Cache::builder()
             .max_capacity(c.memory_size.0)
             .weigher(|_: &Digest, v: &Bytes| u32::try_from(v.len() + 64).unwrap_or(u32::MAX))
-            .build();
+            .build_with_hasher(ahash::RandomState::new());
         let window = c.access_flush.0.as_millis() as Millis;
         let classes = Classes::from_config(&self.config);
         let (flusher, wake) = super::flusher::channel();

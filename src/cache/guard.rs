@@ -123,17 +123,17 @@ impl<'a> Guard<'a> {
         let want = |row: &Row| self.judge(row, at).is_none();
         let classes = self.cache.classes();
         let mut gone = Vec::new();
-        let found: Vec<Option<(Row, Option<Bytes>)>> = store.index.read_snapshot(|c| {
+        let found: Vec<Option<(Row, Option<Bytes>)>> = store.index.read_snapshot(|r| {
             let mut out = Vec::with_capacity(reqs.len());
             for req in &reqs {
                 let key = match req {
                     Requirement::Key(k) => Some(k.as_str().to_owned()),
                     Requirement::Pattern(p) => {
-                        newest_match(c, p).map_err(|e| store.index.wrap(e))?
+                        newest_match(r.conn(), p).map_err(|e| store.index.wrap(e))?
                     }
                 };
                 let outcome = match &key {
-                    Some(k) => store.read_in(c, k, &want)?,
+                    Some(k) => store.read_in(r, k, &want)?,
                     None => Outcome::Miss,
                 };
                 out.push(match outcome {

@@ -96,7 +96,7 @@ pub(crate) struct Inner {
     store: Arc<Store>,
     /// Decompressed, verified bytes keyed by blob hash: it can only serve
     /// content the index currently points at.
-    l1: moka::sync::Cache<Digest, Bytes>,
+    l1: moka::sync::Cache<Digest, Bytes, ahash::RandomState>,
     clock: Arc<dyn Clock>,
     recorder: Arc<Recorder>,
     latency: metrics::Latency,

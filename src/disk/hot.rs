@@ -44,7 +44,7 @@ struct Watch {
 /// See the module docs.
 #[derive(Debug)]
 pub(crate) struct HotMap {
-    map: RwLock<HashMap<Box<str>, HotEntry>>,
+    map: RwLock<HashMap<Box<str>, HotEntry, ahash::RandomState>>,
     watch: Mutex<Watch>,
     generation: AtomicU64,
     capacity: usize,
@@ -60,7 +60,7 @@ impl HotMap {
         let data_version = data_version(&conn).map_err(wrap)?;
         let seq = index::last_change(&conn).map_err(wrap)?;
         Ok(HotMap {
-            map: RwLock::new(HashMap::new()),
+            map: RwLock::new(HashMap::default()),
             watch: Mutex::new(Watch {
                 conn,
                 data_version,

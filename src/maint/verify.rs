@@ -209,7 +209,8 @@ fn verify_in(
     //    reported.
     let mut suspects = Vec::new();
     let mut entries = 0;
-    let mut structural = idx.read_snapshot(|c| {
+    let mut structural = idx.read_snapshot(|r| {
+        let c = r.conn();
         let blobs: Vec<BlobInfo> = {
             let mut st = c.prepare(BLOB_INFO).map_err(w)?;
             let rows = st.query_map([], blob_info).map_err(w)?;

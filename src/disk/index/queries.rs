@@ -11,12 +11,23 @@ pub fn lookup(
     key: &str,
     want_inline: &dyn Fn(&Row) -> bool,
 ) -> rusqlite::Result<Option<Found>> {
-    const SQL: &str = concat!(
-        "SELECT ",
-        row_columns!(),
-        ", b.data FROM entries e JOIN blobs b ON b.id = e.blob_id WHERE e.key = ?1"
-    );
-    let mut st = c.prepare_cached(SQL)?;
+    let mut st = c.prepare_cached(LOOKUP)?;
+    lookup_with(&mut st, key, want_inline)
+}
+
+/// The point lookup's SQL (held prepared by every pooled reader).
+pub(crate) const LOOKUP: &str = concat!(
+    "SELECT ",
+    row_columns!(),
+    ", b.data FROM entries e JOIN blobs b ON b.id = e.blob_id WHERE e.key = ?1"
+);
+
+/// [`lookup`] on a statement prepared from [`LOOKUP`].
+pub(crate) fn lookup_with(
+    st: &mut rusqlite::Statement<'_>,
+    key: &str,
+    want_inline: &dyn Fn(&Row) -> bool,
+) -> rusqlite::Result<Option<Found>> {
     st.query_row([key], |r| {
         let row = read_row(r)?;
         let inline = if want_inline(&row) {

@@ -8,7 +8,6 @@
 //! process on a root sees the same totals.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -25,13 +24,49 @@ pub use figures::{ClassStats, Measured, QuotaStats, RedisStats, RefreshAheadStat
 /// Batches above this many distinct keys are flushed early.
 const MAX_PENDING: usize = 4096;
 
+/// Distinct (tier, class) tallies kept before further ones go straight to
+/// the named counters (classes come from the config, so a handful).
+const MAX_TALLIES: usize = 32;
+
 #[derive(Debug, Default)]
 struct Pending {
     since: Option<Millis>,
-    access: HashMap<String, Access>,
+    access: HashMap<String, Access, ahash::RandomState>,
     counters: HashMap<String, i64>,
-    /// Reused to build counter names without allocating per read.
-    scratch: String,
+    /// Hits (`Some(tier)`) and misses (`None`) per class, found by a linear
+    /// scan: a read neither formats nor hashes a counter name. Folded into
+    /// `counters` by [`Pending::fold`] before anything reads them.
+    tallies: Vec<(Option<Tier>, Box<str>, i64)>,
+}
+
+impl Pending {
+    fn tally(&mut self, tier: Option<Tier>, class: &str) {
+        if let Some(t) = self
+            .tallies
+            .iter_mut()
+            .find(|(t, c, _)| *t == tier && **c == *class)
+        {
+            t.2 += 1;
+        } else if self.tallies.len() < MAX_TALLIES {
+            self.tallies.push((tier, class.into(), 1));
+        } else {
+            *self.counters.entry(tally_name(tier, class)).or_default() += 1;
+        }
+    }
+
+    /// Moves the tallies into the named counters.
+    fn fold(&mut self) {
+        for (tier, class, n) in self.tallies.drain(..) {
+            *self.counters.entry(tally_name(tier, &class)).or_default() += n;
+        }
+    }
+}
+
+fn tally_name(tier: Option<Tier>, class: &str) -> String {
+    match tier {
+        Some(tier) => format!("hits|{}|{class}", tier.as_str()),
+        None => format!("misses|{class}"),
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -77,14 +112,7 @@ impl Recorder {
         let mut guard = self.lock();
         let p = &mut *guard;
         if let Some((tier, class)) = hit {
-            p.scratch.clear();
-            let _ = write!(p.scratch, "hits|{}|{class}", tier.as_str());
-            match p.counters.get_mut(p.scratch.as_str()) {
-                Some(v) => *v += 1,
-                None => {
-                    p.counters.insert(p.scratch.clone(), 1);
-                }
-            }
+            p.tally(Some(tier), class);
         }
         let move_lru = stored_access.is_none_or(|a| now.saturating_sub(a) >= self.window_ms);
         match p.access.get_mut(key) {
@@ -107,21 +135,12 @@ impl Recorder {
         Self::due(p, now, self.window_ms)
     }
 
-    /// Counts a miss of `class` (the name built in a reused buffer, so a
-    /// miss allocates nothing once the class has been seen); says whether a
-    /// flush is due.
+    /// Counts a miss of `class` (allocation-free once the class has been
+    /// seen); says whether a flush is due.
     pub(crate) fn miss(&self, class: &str, now: Millis) -> bool {
-        let mut guard = self.lock();
-        let p = &mut *guard;
-        p.scratch.clear();
-        let _ = write!(p.scratch, "misses|{class}");
-        match p.counters.get_mut(p.scratch.as_str()) {
-            Some(v) => *v += 1,
-            None => {
-                p.counters.insert(p.scratch.clone(), 1);
-            }
-        }
-        Self::due(p, now, self.window_ms)
+        let mut p = self.lock();
+        p.tally(None, class);
+        Self::due(&mut p, now, self.window_ms)
     }
 
     /// Adds `delta` to counter `name`; says whether a flush is due.
@@ -145,14 +164,17 @@ impl Recorder {
 
     /// Unflushed counter deltas, for statistics that include this process.
     pub(crate) fn pending_counters(&self) -> HashMap<String, i64> {
-        self.lock().counters.clone()
+        let mut p = self.lock();
+        p.fold();
+        p.counters.clone()
     }
 
     /// Writes everything pending in one transaction. With `wait == false`
     /// it gives up (keeping the batch) if this process's writer is busy.
     pub(crate) fn flush(&self, idx: &Index, wait: bool) -> Result<()> {
         let _flushing = self.flushing.lock().unwrap_or_else(|p| p.into_inner());
-        let batch = std::mem::take(&mut *self.lock());
+        let mut batch = std::mem::take(&mut *self.lock());
+        batch.fold();
         if batch.access.is_empty() && batch.counters.is_empty() {
             return Ok(());
         }

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::disk::blob::files::Opened;
+use crate::disk::index::Reader;
 
 /// A verified read: the row and the decoded bytes.
 #[derive(Debug)]
@@ -55,9 +56,9 @@ impl Store {
         // Two tries: a file can vanish between the row read and the file
         // read when another process deletes or replaces the key.
         for attempt in 0..2 {
-            let read_all = |c: &Connection| {
+            let read_all = |r: &mut Reader| {
                 keys.iter()
-                    .map(|k| self.read_in(c, k, &want_bytes))
+                    .map(|k| self.read_in(r, k, &want_bytes))
                     .collect::<Result<Vec<_>>>()
             };
             // One key needs no explicit transaction: one statement is a snapshot.
@@ -93,11 +94,11 @@ impl Store {
     /// Reads one key on an open (snapshot) connection; no side effects.
     pub(crate) fn read_in(
         &self,
-        c: &Connection,
+        r: &mut Reader,
         key: &str,
         want_bytes: &dyn Fn(&Row) -> bool,
     ) -> Result<Outcome> {
-        let found = index::lookup(c, key, want_bytes).map_err(|e| self.index.wrap(e))?;
+        let found = r.lookup(key, want_bytes).map_err(|e| self.index.wrap(e))?;
         let Some(Found { row, inline }) = found else {
             return Ok(Outcome::Miss);
         };
