@@ -377,8 +377,30 @@ mod tests {
 
     #[test]
     fn key_rules_agree_with_the_reference_on_every_code_point_edge() {
-        for c in ['\u{0}', '\u{1f}', ' ', '\u{7f}', '\u{80}', '\u{9f}', '\u{a0}', '\u{100}', '\u{2028}', '\u{7ff}', '\u{800}', '\u{10ffff}', '*', '?', ':'] {
-            for s in [format!("a{c}b"), format!("{c}"), format!("a:{c}"), format!("{c}:a"), format!("\u{c2}{c}")] {
+        for c in [
+            '\u{0}',
+            '\u{1f}',
+            ' ',
+            '\u{7f}',
+            '\u{80}',
+            '\u{9f}',
+            '\u{a0}',
+            '\u{100}',
+            '\u{2028}',
+            '\u{7ff}',
+            '\u{800}',
+            '\u{10ffff}',
+            '*',
+            '?',
+            ':',
+        ] {
+            for s in [
+                format!("a{c}b"),
+                format!("{c}"),
+                format!("a:{c}"),
+                format!("{c}:a"),
+                format!("\u{c2}{c}"),
+            ] {
                 assert_eq!(key_problem(&s), key_problem_reference(&s), "{s:?}");
             }
         }

@@ -352,9 +352,15 @@ impl Index {
     pub(crate) fn read_snapshot<T>(&self, f: impl FnOnce(&mut Reader) -> Result<T>) -> Result<T> {
         self.with_reader(|r| {
             let w = |e| self.wrap(e);
-            r.conn().prepare_cached("BEGIN DEFERRED").and_then(|mut s| s.execute([])).map_err(w)?;
+            r.conn()
+                .prepare_cached("BEGIN DEFERRED")
+                .and_then(|mut s| s.execute([]))
+                .map_err(w)?;
             let out = f(r);
-            r.conn().prepare_cached("COMMIT").and_then(|mut s| s.execute([])).map_err(w)?;
+            r.conn()
+                .prepare_cached("COMMIT")
+                .and_then(|mut s| s.execute([]))
+                .map_err(w)?;
             out
         })
     }
