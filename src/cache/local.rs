@@ -29,6 +29,20 @@ pub(crate) struct LocalCoordinator {
     clock: Arc<dyn Clock>,
     /// Theoretical arrival time of the next request, per host.
     tat: Mutex<HashMap<String, Instant>>,
+    /// Requests of a large quota reserved in the index by this process and
+    /// not used yet (see [`super::quota::block_size`]): a revalidation under
+    /// such a quota costs one write transaction, the refresh, not two.
+    block: Mutex<Option<Block>>,
+}
+
+/// Reserved requests of one quota window.
+#[derive(Debug, Clone, Copy)]
+struct Block {
+    quota: Rate,
+    start: Millis,
+    /// The window's count once the next reserved request is used.
+    next: u64,
+    left: u64,
 }
 
 impl LocalCoordinator {
@@ -37,7 +51,26 @@ impl LocalCoordinator {
             store,
             clock,
             tat: Mutex::new(HashMap::new()),
+            block: Mutex::new(None),
         }
+    }
+
+    /// Takes one reserved request of `quota`'s window at `start`, if any:
+    /// the window's count including it.
+    fn take_reserved(&self, quota: Rate, start: Millis) -> Option<u64> {
+        let mut b = self.block.lock().unwrap_or_else(|p| p.into_inner());
+        let blk = b.as_mut().filter(|b| b.quota == quota && b.start == start && b.left > 0)?;
+        let used = blk.next;
+        blk.next += 1;
+        blk.left -= 1;
+        Some(used)
+    }
+
+    /// Reserved requests of `quota`'s window at `start` not used yet.
+    pub(crate) fn unused(&self, quota: Rate, start: Millis) -> u64 {
+        let b = self.block.lock().unwrap_or_else(|p| p.into_inner());
+        b.filter(|b| b.quota == quota && b.start == start)
+            .map_or(0, |b| b.left)
     }
 
     /// Reserves the next slot for `host` at `rate` (bursts of up to
@@ -50,6 +83,20 @@ impl LocalCoordinator {
         let tat = map.get(host).copied().unwrap_or(now).max(now);
         map.insert(host.to_owned(), tat + interval);
         (tat.checked_sub(tolerance).unwrap_or(now)).saturating_duration_since(now)
+    }
+}
+
+impl Drop for LocalCoordinator {
+    /// Returns the unused part of a reservation (best effort: a killed
+    /// process strands at most [`super::quota::MAX_BLOCK`] requests, never
+    /// more than 1/1024 of what was left).
+    fn drop(&mut self) {
+        let block = self.block.get_mut().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(b) = block.filter(|b| b.left > 0) {
+            if let Err(e) = super::quota::give_back(&self.store, b.start, b.left) {
+                tracing::warn!(error = %e, "reserved quota not returned");
+            }
+        }
     }
 }
 
@@ -69,17 +116,40 @@ impl Coordinator for LocalCoordinator {
             if !waited.is_zero() {
                 tokio::time::sleep(waited).await;
             }
+            let now = self.clock.now_ms();
+            let start = quota.window(now).0;
+            if let Some(used) = self.take_reserved(quota, start) {
+                return Ok(Admission::Counted { used, waited });
+            }
             // A write transaction: on the blocking pool, so the async
             // workers keep serving while it waits for another process.
-            let (store, now) = (self.store.clone(), self.clock.now_ms());
-            let used = tokio::task::spawn_blocking(move || super::quota::take(&store, quota, now))
-                .await
-                .unwrap_or_else(|e| {
-                    Err(Error::Upstream {
-                        url: host.to_owned(),
-                        reason: format!("the quota could not be counted: {e}"),
-                    })
-                })?;
+            let store = self.store.clone();
+            let (used, block) =
+                tokio::task::spawn_blocking(move || super::quota::take_block(&store, quota, now))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(Error::Upstream {
+                            url: host.to_owned(),
+                            reason: format!("the quota could not be counted: {e}"),
+                        })
+                    })?;
+            if block > 1 {
+                let old = self.block.lock().unwrap_or_else(|p| p.into_inner()).replace(Block {
+                    quota,
+                    start,
+                    next: used + 1,
+                    left: block - 1,
+                });
+                // Two admissions raced past an empty block: the older
+                // reservation goes back rather than being stranded.
+                if let Some(old) = old.filter(|o| o.left > 0) {
+                    let store = self.store.clone();
+                    // Detached: nothing waits for it.
+                    drop(tokio::task::spawn_blocking(move || {
+                        super::quota::give_back(&store, old.start, old.left)
+                    }));
+                }
+            }
             Ok(Admission::Counted { used, waited })
         })
     }
@@ -114,5 +184,63 @@ mod tests {
         // After a quiet second the burst is available again.
         let t1 = t0 + Duration::from_secs(3);
         assert_eq!(local.reserve("a", r, t1), Duration::ZERO);
+    }
+
+    fn persisted_used(cache: &crate::Cache) -> i64 {
+        cache
+            .inner
+            .store
+            .index
+            .read(|c| crate::disk::index::counter(c, "fetch_quota|used"))
+            .unwrap()
+    }
+
+    async fn admit(local: &LocalCoordinator, quota: Rate) -> u64 {
+        match local.admit("h", quota, rate("1000000/s")).await.unwrap() {
+            Admission::Counted { used, .. } => used,
+            other => panic!("expected a counted admission, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_large_quota_is_reserved_in_blocks_and_the_rest_given_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = crate::Cache::open(dir.path()).unwrap();
+        let q = rate("1000000/month");
+        let local = LocalCoordinator::new(cache.inner.store.clone(), Arc::new(SystemClock));
+        assert_eq!(admit(&local, q).await, 1);
+        // One transaction reserved 64; the next 63 write nothing.
+        assert_eq!(persisted_used(&cache), 64);
+        for n in 2..=64 {
+            assert_eq!(admit(&local, q).await, n);
+        }
+        assert_eq!(persisted_used(&cache), 64);
+        assert_eq!(admit(&local, q).await, 65);
+        assert_eq!(persisted_used(&cache), 128);
+        // The cache's own view counts only what was used.
+        assert_eq!(local.unused(q, q.window(SystemClock.now_ms()).0), 63);
+        drop(local);
+        assert_eq!(persisted_used(&cache), 65, "the unused 63 given back");
+    }
+
+    #[tokio::test]
+    async fn a_small_quota_is_counted_one_request_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = crate::Cache::open(dir.path()).unwrap();
+        let q = rate("2047/month");
+        let local = LocalCoordinator::new(cache.inner.store.clone(), Arc::new(SystemClock));
+        for n in 1..=3 {
+            assert_eq!(admit(&local, q).await, n);
+            assert_eq!(persisted_used(&cache), n as i64);
+        }
+        assert_eq!(local.unused(q, q.window(SystemClock.now_ms()).0), 0);
+    }
+
+    #[test]
+    fn blocks_never_exceed_a_1024th_of_what_is_left() {
+        assert_eq!(crate::cache::quota::block_size(0), 1);
+        assert_eq!(crate::cache::quota::block_size(2047), 1);
+        assert_eq!(crate::cache::quota::block_size(2048), 2);
+        assert_eq!(crate::cache::quota::block_size(u64::MAX), 64);
     }
 }

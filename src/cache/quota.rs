@@ -46,8 +46,28 @@ fn current_used(
     Ok(if ls < end && start < le { used } else { 0 })
 }
 
-/// [`Cache::take_quota`] on a store at `now` (also the local coordinator's).
+/// [`Cache::take_quota`] on a store at `now`: one request.
+#[cfg(test)]
 pub(crate) fn take(store: &Store, quota: Rate, now: Millis) -> Result<u64> {
+    take_block(store, quota, now).map(|(used, _)| used)
+}
+
+/// Requests reserved per write transaction when the quota is large: at most
+/// this many, and at most 1/1024 of what is left, so a process that dies
+/// holding a reservation strands a negligible part of the quota. A quota
+/// with under 2,048 left is counted one request at a time, exactly.
+pub(crate) const MAX_BLOCK: u64 = 64;
+
+/// How many requests one transaction reserves when `left` remain.
+pub(crate) fn block_size(left: u64) -> u64 {
+    (left / 1024).clamp(1, MAX_BLOCK)
+}
+
+/// Takes one request from the persisted quota at `now`, reserving more in
+/// the same transaction when the quota is large ([`block_size`]). Returns
+/// the count used including this request, and how many were reserved in
+/// all (this one included): the caller hands out the rest without a write.
+pub(crate) fn take_block(store: &Store, quota: Rate, now: Millis) -> Result<(u64, u64)> {
     let (start, end) = quota.window(now);
     let idx = &store.index;
     idx.write(|tx| {
@@ -59,10 +79,25 @@ pub(crate) fn take(store: &Store, quota: Rate, now: Millis) -> Result<u64> {
                 period: quota.period_name(),
             });
         }
+        let block = block_size(quota.count - used);
         index::set_counter(tx, QUOTA_START, start).map_err(|e| idx.wrap(e))?;
         index::set_counter(tx, QUOTA_WINDOW, -1).map_err(|e| idx.wrap(e))?;
-        index::set_counter(tx, QUOTA_USED, used as i64 + 1).map_err(|e| idx.wrap(e))?;
-        Ok(used + 1)
+        index::set_counter(tx, QUOTA_USED, (used + block) as i64).map_err(|e| idx.wrap(e))?;
+        Ok((used + 1, block))
+    })
+}
+
+/// Returns `n` reserved, unused requests of the window starting at `start`
+/// (a no-op once the window has moved on).
+pub(crate) fn give_back(store: &Store, start: Millis, n: u64) -> Result<()> {
+    let idx = &store.index;
+    idx.write(|tx| {
+        if index::counter(tx, QUOTA_START).map_err(|e| idx.wrap(e))? == start {
+            let used = index::counter(tx, QUOTA_USED).map_err(|e| idx.wrap(e))?;
+            index::set_counter(tx, QUOTA_USED, used.saturating_sub(n as i64).max(0))
+                .map_err(|e| idx.wrap(e))?;
+        }
+        Ok(())
     })
 }
 
@@ -102,7 +137,9 @@ impl Cache {
             .inner
             .store
             .index
-            .read(|c| current_used(c, quota, start, end))?;
+            .read(|c| current_used(c, quota, start, end))?
+            // What this process reserved and has not used yet is not used.
+            .saturating_sub(self.inner.local.unused(quota, start));
         let global = self.coordinator().and_then(|c| c.quota_used(quota, now));
         let used = local.saturating_add(global.unwrap_or(0));
         Ok(QuotaStats {
