@@ -22,13 +22,14 @@ impl Key {
     /// 512 bytes, an empty segment, a control character, or `*`/`?`.
     pub fn new(s: impl Into<String>) -> Result<Key> {
         let s = s.into();
-        match key_problem(&s) {
-            None => Ok(Key(s)),
-            Some(reason) => Err(Error::InvalidKey {
-                key: abbreviate(&s),
-                reason,
-            }),
-        }
+        check(&s)?;
+        Ok(Key(s))
+    }
+
+    /// A key `check` has already accepted (no second validation).
+    pub(crate) fn checked(s: &str) -> Key {
+        debug_assert!(key_problem(s).is_none(), "{s:?} was not checked");
+        Key(s.to_owned())
     }
 
     /// The key as a string.
@@ -39,6 +40,37 @@ impl Key {
     /// The `:`-separated segments.
     pub fn segments(&self) -> impl Iterator<Item = &str> {
         self.0.split(':')
+    }
+}
+
+/// Bytes [`key_problem`] looks at: controls, 0xC2 (the lead byte of
+/// U+0080..U+00BF), `*`, `?` and `:`.
+const SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = true;
+        i += 1;
+    }
+    t[0x7F] = true;
+    t[0xC2] = true;
+    t[b'*' as usize] = true;
+    t[b'?' as usize] = true;
+    t[b':' as usize] = true;
+    t
+};
+
+/// Validates `s` as a key without allocating (the get path's check).
+///
+/// # Errors
+/// As [`Key::new`].
+pub(crate) fn check(s: &str) -> Result<()> {
+    match key_problem(s) {
+        None => Ok(()),
+        Some(reason) => Err(Error::InvalidKey {
+            key: abbreviate(s),
+            reason,
+        }),
     }
 }
 
@@ -56,16 +88,17 @@ fn key_problem(s: &str) -> Option<&'static str> {
     }
     let (mut control, mut reserved) = (false, false);
     let mut empty_segment = b[0] == b':' || b[b.len() - 1] == b':';
-    let mut prev = 0u8;
-    for &c in b {
+    for (i, &c) in b.iter().enumerate() {
+        // One table load per byte; only the rare special bytes branch on.
+        if !SPECIAL[c as usize] {
+            continue;
+        }
         match c {
             0..=0x1F | 0x7F => control = true,
-            0x80..=0x9F if prev == 0xC2 => control = true,
+            0xC2 => control |= matches!(b.get(i + 1), Some(0x80..=0x9F)),
             b'*' | b'?' => reserved = true,
-            b':' if prev == b':' => empty_segment = true,
-            _ => {}
+            _ => empty_segment |= b.get(i + 1) == Some(&b':'),
         }
-        prev = c;
     }
     if control {
         Some("key contains a control character")

@@ -59,7 +59,9 @@ impl LocalCoordinator {
     /// the window's count including it.
     fn take_reserved(&self, quota: Rate, start: Millis) -> Option<u64> {
         let mut b = self.block.lock().unwrap_or_else(|p| p.into_inner());
-        let blk = b.as_mut().filter(|b| b.quota == quota && b.start == start && b.left > 0)?;
+        let blk = b
+            .as_mut()
+            .filter(|b| b.quota == quota && b.start == start && b.left > 0)?;
         let used = blk.next;
         blk.next += 1;
         blk.left -= 1;
@@ -91,7 +93,11 @@ impl Drop for LocalCoordinator {
     /// process strands at most [`super::quota::MAX_BLOCK`] requests, never
     /// more than 1/1024 of what was left).
     fn drop(&mut self) {
-        let block = self.block.get_mut().unwrap_or_else(|p| p.into_inner()).take();
+        let block = self
+            .block
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if let Some(b) = block.filter(|b| b.left > 0) {
             if let Err(e) = super::quota::give_back(&self.store, b.start, b.left) {
                 tracing::warn!(error = %e, "reserved quota not returned");
@@ -134,12 +140,16 @@ impl Coordinator for LocalCoordinator {
                         })
                     })?;
             if block > 1 {
-                let old = self.block.lock().unwrap_or_else(|p| p.into_inner()).replace(Block {
-                    quota,
-                    start,
-                    next: used + 1,
-                    left: block - 1,
-                });
+                let old = self
+                    .block
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .replace(Block {
+                        quota,
+                        start,
+                        next: used + 1,
+                        left: block - 1,
+                    });
                 // Two admissions raced past an empty block: the older
                 // reservation goes back rather than being stranded.
                 if let Some(old) = old.filter(|o| o.left > 0) {

@@ -319,8 +319,8 @@ impl Cache {
     }
 
     /// Counts a miss of `class` (batched, allocation-free).
-    pub(crate) fn count_miss(&self, class: &str) {
-        if self.inner.recorder.miss(class, self.now()) {
+    pub(crate) fn count_miss(&self, class: &str, now: Millis) {
+        if self.inner.recorder.miss(class, now) {
             self.flush_soon();
         }
     }

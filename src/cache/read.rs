@@ -25,18 +25,18 @@ impl Cache {
     /// error: it is quarantined and the get is a miss.
     pub fn get(&self, key: &str) -> Result<Option<Bytes>> {
         let start = std::time::Instant::now();
-        let key = Key::new(key)?;
+        crate::base::key::check(key)?;
         let now = self.now();
         let generation = self.inner.hot.sync(&self.inner.store.index)?;
         // Unconfirmed local entries take the counted (or refused) path below.
         let hot = match self.unconfirmed() {
-            None => self.hot_get(&key, now),
+            None => self.hot_get(key, now),
             Some(_) => None,
         };
         let out = match hot {
             Some(b) => Some(b),
             None => self
-                .read_at(&key, now, false, Some(generation))?
+                .read_at(key, now, false, Some(generation))?
                 .map(|(_, b)| b),
         };
         self.inner.latency.get.observe(start.elapsed());
@@ -103,7 +103,7 @@ impl Cache {
         let mut out = Vec::with_capacity(keys.len());
         for (key, read) in keys.iter().zip(reads) {
             out.push(
-                self.finish_read(key, read, now, false, &l1_hits)
+                self.finish_read(key.as_str(), read, now, false, &l1_hits)
                     .map(|(_, b)| b),
             );
         }
@@ -224,8 +224,8 @@ impl Cache {
     /// `created_at`, so while a TTL window of the entry's class is open
     /// (by the configuration in force now, which hot reload swaps) the
     /// read goes to the index, where the effective expiry is computed.
-    fn hot_get(&self, key: &Key, now: Millis) -> Option<Bytes> {
-        let e = self.inner.hot.get(key.as_str())?;
+    fn hot_get(&self, key: &str, now: Millis) -> Option<Bytes> {
+        let e = self.inner.hot.get(key)?;
         if !Freshness::at(e.expires_at, now).is_fresh()
             || self.classes().open_window_ttl(&e.class, now).is_some()
         {
@@ -236,7 +236,7 @@ impl Cache {
         if self
             .inner
             .recorder
-            .access(key.as_str(), hit, Some(e.last_access), now)
+            .access(key, hit, Some(e.last_access), now)
         {
             self.flush_soon();
         }
@@ -250,20 +250,20 @@ impl Cache {
         now: Millis,
         allow_stale: bool,
     ) -> Result<Option<(Row, Bytes)>> {
-        self.read_at(key, now, allow_stale, None)
+        self.read_at(key.as_str(), now, allow_stale, None)
     }
 
     /// As [`Cache::read`]; a fresh result is remembered in the hot map if
     /// `generation` (from a sync before the read) is still current then.
     fn read_at(
         &self,
-        key: &Key,
+        key: &str,
         now: Millis,
         allow_stale: bool,
         generation: Option<u64>,
     ) -> Result<Option<(Row, Bytes)>> {
         let l1_hits = RefCell::new(Vec::new());
-        let read = self.inner.store.read(key.as_str(), now, |row| {
+        let read = self.inner.store.read(key, now, |row| {
             self.want_bytes(row, now, allow_stale, &l1_hits)
         })?;
         let out = self.finish_read(key, read, now, allow_stale, &l1_hits.into_inner());
@@ -277,7 +277,7 @@ impl Cache {
                     class: row.class.as_str().into(),
                     last_access: row.last_access,
                 };
-                self.inner.hot.insert(key.as_str(), e, g);
+                self.inner.hot.insert(key, e, g);
             }
         }
         Ok(out)
@@ -285,7 +285,7 @@ impl Cache {
 
     fn finish_read(
         &self,
-        key: &Key,
+        key: &str,
         read: Option<crate::disk::store::Read>,
         now: Millis,
         allow_stale: bool,
@@ -296,7 +296,7 @@ impl Cache {
             if let Some(hit) = redis(allow_stale) {
                 return Some(hit);
             }
-            self.count_miss(self.classes().class_of(key.as_str()));
+            self.count_miss(self.classes().class_of(key), now);
             return None;
         };
         read.row.expires_at = self.expiry_of(&read.row, now);
@@ -305,7 +305,7 @@ impl Cache {
             return Some(hit);
         }
         if !fresh && !allow_stale {
-            self.count_miss(&read.row.class);
+            self.count_miss(&read.row.class, now);
             return None;
         }
         match self.unconfirmed() {
@@ -316,7 +316,7 @@ impl Cache {
                 if let Some(hit) = fresh.then(|| redis(allow_stale)).flatten() {
                     return Some(hit);
                 }
-                self.count_miss(&read.row.class);
+                self.count_miss(&read.row.class, now);
                 return None;
             }
             Some(Consistency::Available) => self.count(names::redis("unconfirmed_reads"), 1),
@@ -339,7 +339,7 @@ impl Cache {
         if self
             .inner
             .recorder
-            .access(key.as_str(), hit, Some(read.row.last_access), now)
+            .access(key, hit, Some(read.row.last_access), now)
         {
             self.flush_soon();
         }
@@ -361,8 +361,9 @@ impl Cache {
     /// local copy). A usable copy is backfilled into the local store with
     /// its own metadata (never written back through) and returned with the
     /// row it now has.
-    fn read_through(&self, key: &Key, now: Millis, allow_stale: bool) -> Option<(Row, Bytes)> {
+    fn read_through(&self, key: &str, now: Millis, allow_stale: bool) -> Option<(Row, Bytes)> {
         let shared = self.inner.shared.as_ref()?;
+        let key = &Key::checked(key);
         let remote = shared.read(key, now, allow_stale)?;
         let expires_at = self.classes().effective_expiry(
             &remote.class,

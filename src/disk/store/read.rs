@@ -38,8 +38,22 @@ impl Store {
         now: Millis,
         want_bytes: impl Fn(&Row) -> bool,
     ) -> Result<Option<Read>> {
-        let keys = [key];
-        Ok(self.read_many(&keys, now, want_bytes)?.pop().flatten())
+        // Two tries, as in `read_many`; no vectors for the common single key.
+        for attempt in 0..2 {
+            let outcome = self
+                .index
+                .read_with(|r| self.read_in(r, key, &want_bytes))?;
+            return match outcome {
+                Outcome::Miss => Ok(None),
+                Outcome::Hit(read) => Ok(Some(read)),
+                Outcome::FileGone(_) if attempt == 0 => continue,
+                Outcome::FileGone(row) => self.quarantine(&row, None, now).map(|_| None),
+                Outcome::Corrupt(row, stored) => {
+                    self.quarantine(&row, Some(&stored), now).map(|_| None)
+                }
+            };
+        }
+        unreachable!("the second attempt always returns")
     }
 
     /// Reads several keys as of one snapshot of the index (file blobs are
