@@ -151,8 +151,12 @@ impl Coordinator for LocalCoordinator {
                         left: block - 1,
                     });
                 // Two admissions raced past an empty block: the older
-                // reservation goes back rather than being stranded.
-                if let Some(old) = old.filter(|o| o.left > 0) {
+                // reservation of this same window goes back rather than
+                // being stranded (one of an ended window, or of a quota
+                // the config no longer has, counts for nothing now).
+                if let Some(old) =
+                    old.filter(|o| o.left > 0 && o.quota == quota && o.start == start)
+                {
                     let store = self.store.clone();
                     // Detached: nothing waits for it.
                     drop(tokio::task::spawn_blocking(move || {
