@@ -326,7 +326,7 @@ impl Store {
             if freed >= budget {
                 break;
             }
-            // Two statements per key: DELETE … RETURNING, UPDATE … RETURNING.
+            // Per key: the entry read and deleted, its blob unreferenced.
             let Some(blob_id) = index::take_entry(tx, key, log_each).map_err(w)? else {
                 continue;
             };
