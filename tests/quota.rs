@@ -75,6 +75,42 @@ async fn a_monthly_quota_resets_at_midnight_on_the_first_and_not_before() {
     assert!(m.contains("freshcache_quota_remaining 2\n"), "{m}");
 }
 
+/// A large quota is reserved in blocks (one write per 64 requests), but
+/// what is reported is what was used, and closing the cache gives the rest
+/// back: another handle opened afterwards sees the exact count.
+#[tokio::test]
+async fn a_large_quota_reports_what_was_used_and_returns_the_rest_on_close() {
+    let origin = Origin::start(|_, _| reply(200, &[], "{}")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(at("2026-01-10T12:00:00Z"));
+    let open = || {
+        let yaml = "fetch: { quota: 1000000/month }\n";
+        let mut config = Config::from_layers(Some(("t.yml".into(), yaml)), Vec::new()).unwrap();
+        config.cache.root = dir.path().to_path_buf();
+        Cache::builder()
+            .config(config)
+            .clock(clock.clone())
+            .open()
+            .unwrap()
+    };
+    let cache = open();
+    let fetcher = Fetcher::new(&cache).unwrap();
+    for i in 0..3 {
+        let key = format!("odds:g{i}:1");
+        fetcher
+            .fetch(&origin.url("/odds"), &key, &FetchOptions::default())
+            .await
+            .unwrap();
+    }
+    assert_eq!(cache.stats().unwrap().quota.used, 3);
+    // Another handle on the root meanwhile sees the reservation as used.
+    let other = open();
+    assert_eq!(other.stats().unwrap().quota.used, 64);
+    drop(fetcher);
+    drop(cache);
+    assert_eq!(other.stats().unwrap().quota.used, 3, "61 unused given back");
+}
+
 #[test]
 fn stats_shows_the_quota_window_and_stat_the_windowed_expiry() {
     let dir = tempfile::tempdir().unwrap();

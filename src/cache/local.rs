@@ -68,11 +68,23 @@ impl LocalCoordinator {
         Some(used)
     }
 
-    /// Reserved requests of `quota`'s window at `start` not used yet.
-    pub(crate) fn unused(&self, quota: Rate, start: Millis) -> u64 {
+    /// Reserved requests of the window at `start` not used yet (whatever
+    /// quota reserved them: the root keeps one count per window).
+    pub(crate) fn unused(&self, start: Millis) -> u64 {
         let b = self.block.lock().unwrap_or_else(|p| p.into_inner());
-        b.filter(|b| b.quota == quota && b.start == start)
-            .map_or(0, |b| b.left)
+        b.filter(|b| b.start == start).map_or(0, |b| b.left)
+    }
+
+    /// Returns the unused part of the reservation to the root (best effort;
+    /// a no-op once its window has ended). Called by the last caller's
+    /// handle and on drop.
+    pub(crate) fn give_back_reserved(&self) {
+        let block = self.block.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(b) = block.filter(|b| b.left > 0) {
+            if let Err(e) = super::quota::give_back(&self.store, b.start, b.left) {
+                tracing::warn!(error = %e, "reserved quota not returned");
+            }
+        }
     }
 
     /// Reserves the next slot for `host` at `rate` (bursts of up to
@@ -93,16 +105,7 @@ impl Drop for LocalCoordinator {
     /// process strands at most [`super::quota::MAX_BLOCK`] requests, never
     /// more than 1/1024 of what was left).
     fn drop(&mut self) {
-        let block = self
-            .block
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(b) = block.filter(|b| b.left > 0) {
-            if let Err(e) = super::quota::give_back(&self.store, b.start, b.left) {
-                tracing::warn!(error = %e, "reserved quota not returned");
-            }
-        }
+        self.give_back_reserved();
     }
 }
 
@@ -150,13 +153,11 @@ impl Coordinator for LocalCoordinator {
                         next: used + 1,
                         left: block - 1,
                     });
-                // Two admissions raced past an empty block: the older
-                // reservation of this same window goes back rather than
-                // being stranded (one of an ended window, or of a quota
-                // the config no longer has, counts for nothing now).
-                if let Some(old) =
-                    old.filter(|o| o.left > 0 && o.quota == quota && o.start == start)
-                {
+                // Two admissions raced past an empty block (or the config
+                // changed the quota): the older reservation goes back rather
+                // than being stranded; `give_back` ignores one whose window
+                // has ended.
+                if let Some(old) = old.filter(|o| o.left > 0) {
                     let store = self.store.clone();
                     // Detached: nothing waits for it.
                     drop(tokio::task::spawn_blocking(move || {
@@ -232,7 +233,7 @@ mod tests {
         assert_eq!(admit(&local, q).await, 65);
         assert_eq!(persisted_used(&cache), 128);
         // The cache's own view counts only what was used.
-        assert_eq!(local.unused(q, q.window(SystemClock.now_ms()).0), 63);
+        assert_eq!(local.unused(q.window(SystemClock.now_ms()).0), 63);
         drop(local);
         assert_eq!(persisted_used(&cache), 65, "the unused 63 given back");
     }
@@ -247,7 +248,7 @@ mod tests {
             assert_eq!(admit(&local, q).await, n);
             assert_eq!(persisted_used(&cache), n as i64);
         }
-        assert_eq!(local.unused(q, q.window(SystemClock.now_ms()).0), 0);
+        assert_eq!(local.unused(q.window(SystemClock.now_ms()).0), 0);
     }
 
     #[test]

@@ -80,6 +80,8 @@ impl Drop for Cache {
             if let Err(e) = self.inner.recorder.flush(&self.inner.store.index, true) {
                 tracing::warn!(error = %e, "could not flush access records on close");
             }
+            // Likewise the unused part of a quota reservation.
+            self.inner.local.give_back_reserved();
         }
     }
 }

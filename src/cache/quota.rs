@@ -138,8 +138,9 @@ impl Cache {
             .store
             .index
             .read(|c| current_used(c, quota, start, end))?
-            // What this process reserved and has not used yet is not used.
-            .saturating_sub(self.inner.local.unused(quota, start));
+            // What this process reserved and has not used yet is not used
+            // (other live processes' reservations do count: up to 64 each).
+            .saturating_sub(self.inner.local.unused(start));
         let global = self.coordinator().and_then(|c| c.quota_used(quota, now));
         let used = local.saturating_add(global.unwrap_or(0));
         Ok(QuotaStats {

@@ -357,10 +357,15 @@ impl Index {
                 .and_then(|mut s| s.execute([]))
                 .map_err(w)?;
             let out = f(r);
-            r.conn()
+            let commit = r
+                .conn()
                 .prepare_cached("COMMIT")
-                .and_then(|mut s| s.execute([]))
-                .map_err(w)?;
+                .and_then(|mut s| s.execute([]));
+            if let Err(e) = commit {
+                // Never pool a reader that is still inside a transaction.
+                let _ = r.conn().execute_batch("ROLLBACK");
+                return Err(w(e));
+            }
             out
         })
     }
