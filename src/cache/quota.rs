@@ -46,7 +46,8 @@ fn current_used(
     Ok(if ls < end && start < le { used } else { 0 })
 }
 
-/// [`Cache::take_quota`] on a store at `now`: one request.
+/// [`Cache::take_quota`] on a store at `now`: one request (with 2,048 or
+/// more left it reserves a block and drops the rest; tests use small quotas).
 #[cfg(test)]
 pub(crate) fn take(store: &Store, quota: Rate, now: Millis) -> Result<u64> {
     take_block(store, quota, now).map(|(used, _)| used)

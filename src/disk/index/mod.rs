@@ -329,12 +329,13 @@ impl Index {
 
     /// Runs `f` on a pooled reader connection.
     pub fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
-        self.with_reader(|r| f(r.conn()).map_err(|e| self.wrap(e)))
+        self.read_with(|r| f(r.conn()).map_err(|e| self.wrap(e)))
     }
 
-    /// Runs `f` on a pooled reader (opened when the pool is empty), then
-    /// returns the reader to the pool.
-    fn with_reader<T>(&self, f: impl FnOnce(&mut Reader) -> Result<T>) -> Result<T> {
+    /// Runs `f` on a pooled reader (opened when the pool is empty) without
+    /// a transaction (one statement is its own snapshot), then returns the
+    /// reader to the pool.
+    pub(crate) fn read_with<T>(&self, f: impl FnOnce(&mut Reader) -> Result<T>) -> Result<T> {
         let reader = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let mut reader = match reader {
             Some(r) => r,
@@ -350,7 +351,7 @@ impl Index {
 
     /// Runs `f` inside one read transaction (one consistent snapshot).
     pub(crate) fn read_snapshot<T>(&self, f: impl FnOnce(&mut Reader) -> Result<T>) -> Result<T> {
-        self.with_reader(|r| {
+        self.read_with(|r| {
             let w = |e| self.wrap(e);
             r.conn()
                 .prepare_cached("BEGIN DEFERRED")
@@ -368,12 +369,6 @@ impl Index {
             }
             out
         })
-    }
-
-    /// Runs `f` on a pooled reader without a transaction (one statement is
-    /// its own snapshot).
-    pub(crate) fn read_with<T>(&self, f: impl FnOnce(&mut Reader) -> Result<T>) -> Result<T> {
-        self.with_reader(f)
     }
 
     /// Runs `f` inside a `BEGIN IMMEDIATE` write transaction and commits

@@ -43,17 +43,25 @@ impl Store {
             let outcome = self
                 .index
                 .read_with(|r| self.read_in(r, key, &want_bytes))?;
-            return match outcome {
-                Outcome::Miss => Ok(None),
-                Outcome::Hit(read) => Ok(Some(read)),
-                Outcome::FileGone(_) if attempt == 0 => continue,
-                Outcome::FileGone(row) => self.quarantine(&row, None, now).map(|_| None),
-                Outcome::Corrupt(row, stored) => {
-                    self.quarantine(&row, Some(&stored), now).map(|_| None)
-                }
-            };
+            if attempt == 0 && matches!(outcome, Outcome::FileGone(_)) {
+                continue;
+            }
+            return self.settle(outcome, now);
         }
         unreachable!("the second attempt always returns")
+    }
+
+    /// The caller's answer for one outcome: a blob that is gone or failed
+    /// verification is quarantined and reads as a miss.
+    fn settle(&self, outcome: Outcome, now: Millis) -> Result<Option<Read>> {
+        match outcome {
+            Outcome::Miss => Ok(None),
+            Outcome::Hit(read) => Ok(Some(read)),
+            Outcome::FileGone(row) => self.quarantine(&row, None, now).map(|_| None),
+            Outcome::Corrupt(row, stored) => {
+                self.quarantine(&row, Some(&stored), now).map(|_| None)
+            }
+        }
     }
 
     /// Reads several keys as of one snapshot of the index (file blobs are
@@ -85,22 +93,7 @@ impl Store {
             if retry {
                 continue;
             }
-            let mut out = Vec::with_capacity(results.len());
-            for r in results {
-                out.push(match r {
-                    Outcome::Miss => None,
-                    Outcome::Hit(read) => Some(read),
-                    Outcome::FileGone(row) => {
-                        self.quarantine(&row, None, now)?;
-                        None
-                    }
-                    Outcome::Corrupt(row, stored) => {
-                        self.quarantine(&row, Some(&stored), now)?;
-                        None
-                    }
-                });
-            }
-            return Ok(out);
+            return results.into_iter().map(|r| self.settle(r, now)).collect();
         }
         unreachable!("the second attempt always returns")
     }
