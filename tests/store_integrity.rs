@@ -80,6 +80,133 @@ fn a_corrupt_inline_blob_is_never_returned() {
     drop(cache);
 }
 
+/// (key, codec, inline) of every entry, from the index.
+fn codecs(root: &std::path::Path) -> Vec<(String, i64, bool)> {
+    let conn = rusqlite::Connection::open(root.join("index.sqlite")).unwrap();
+    let mut st = conn
+        .prepare(
+            "SELECT e.key, b.codec, b.data IS NOT NULL FROM entries e \
+             JOIN blobs b ON b.id = e.blob_id ORDER BY e.key",
+        )
+        .unwrap();
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[test]
+fn small_values_are_lz4_inline_large_ones_zstd_files_and_older_roots_still_read() {
+    use freshcache::config::InlineCodec;
+    let dir = tempfile::tempdir().unwrap();
+    let old = odds_json(1, 4096);
+    {
+        // A root as freshcache wrote it before LZ4: zstd inline, schema v4.
+        let (cache, _) = open_with(dir.path(), |c| c.cache.inline_codec = InlineCodec::Zstd);
+        cache.put("k:old", &old, Put::default()).unwrap();
+    }
+    let conn = rusqlite::Connection::open(dir.path().join("index.sqlite")).unwrap();
+    conn.execute_batch("PRAGMA user_version = 4").unwrap();
+    drop(conn);
+    // Hex digits of noise: zstd halves them, still far above inline_max.
+    let big: Vec<u8> = noise(3, 1 << 19)
+        .iter()
+        .flat_map(|b| {
+            [
+                b"0123456789abcdef"[usize::from(b >> 4)],
+                b"0123456789abcdef"[usize::from(b & 15)],
+            ]
+        })
+        .collect();
+    let (small, raw) = (odds_json(2, 4096), noise(9, 6144));
+    {
+        let (cache, _) = open(dir.path());
+        cache.put("k:small", &small, Put::default()).unwrap();
+        cache.put("k:big", &big, Put::default()).unwrap();
+        cache.put("k:raw", &raw, Put::default()).unwrap();
+    }
+    let (cache, _) = open(dir.path());
+    for (k, v) in [
+        ("k:old", &old),
+        ("k:small", &small),
+        ("k:big", &big),
+        ("k:raw", &raw),
+    ] {
+        assert_eq!(cache.get(k).unwrap().as_deref(), Some(&v[..]), "{k}");
+    }
+    assert_eq!(
+        codecs(dir.path()),
+        [
+            ("k:big".to_string(), 1, false),
+            ("k:old".to_string(), 1, true),
+            ("k:raw".to_string(), 0, true),
+            ("k:small".to_string(), 2, true),
+        ]
+    );
+    let conn = rusqlite::Connection::open(dir.path().join("index.sqlite")).unwrap();
+    let v: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        v, 5,
+        "migrated: a freshcache that knows no LZ4 refuses the root"
+    );
+    let report = cache.verify(false, None).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.blobs_checked, 4);
+}
+
+#[test]
+fn a_lost_file_put_back_by_a_writer_with_another_encoding_reads_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = odds_json(5, 200_000);
+    {
+        let (cache, _) = open_with(dir.path(), |c| c.cache.inline_max.0 = 1024);
+        cache.put("k:a", &v, Put::default()).unwrap();
+    }
+    let files = blob_files(dir.path());
+    let first = std::fs::metadata(&files[0]).unwrap().len();
+    std::fs::remove_file(&files[0]).unwrap();
+    {
+        // Another level: another encoding of the same content.
+        let (cache, _) = open_with(dir.path(), |c| {
+            c.cache.inline_max.0 = 1024;
+            c.cache.zstd_level = 19;
+        });
+        cache.put("k:b", &v, Put::default()).unwrap();
+    }
+    assert_ne!(std::fs::metadata(&files[0]).unwrap().len(), first);
+    let (cache, _) = open(dir.path());
+    for k in ["k:a", "k:b"] {
+        assert_eq!(cache.get(k).unwrap().as_deref(), Some(&v[..]), "{k}");
+    }
+    let report = cache.verify(false, None).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(cache.stats().unwrap().corrupt_blobs, 0);
+}
+
+#[test]
+fn a_damaged_lz4_blob_is_never_returned() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, _) = open(dir.path());
+    cache
+        .put("k:a", &odds_json(4, 4096), Put::default())
+        .unwrap();
+    assert_eq!(codecs(dir.path())[0].1, 2);
+    let conn = rusqlite::Connection::open(dir.path().join("index.sqlite")).unwrap();
+    let mut data: Vec<u8> = conn
+        .query_row("SELECT data FROM blobs", [], |r| r.get(0))
+        .unwrap();
+    let at = data.len() / 2;
+    data[at] ^= 0x5a;
+    conn.execute("UPDATE blobs SET data = ?1", [&data]).unwrap();
+    drop(conn);
+    let (cache2, _) = open(dir.path());
+    assert_eq!(cache2.get("k:a").unwrap(), None);
+    assert_eq!(cache2.stats().unwrap().corrupt_blobs, 1);
+    drop(cache);
+}
+
 #[test]
 fn invalid_keys_are_rejected_with_the_rule_and_store_nothing() {
     let dir = tempfile::tempdir().unwrap();

@@ -66,8 +66,10 @@ pub struct CacheConfig {
     pub hard_limit: Option<Size>,
     /// What a put does at `hard_limit`.
     pub on_full: OnFull,
-    /// zstd compression level.
+    /// zstd compression level (file blobs, and inline ones under `inline_codec: zstd`).
     pub zstd_level: i32,
+    /// How blobs stored inline in the index are compressed.
+    pub inline_codec: InlineCodec,
     /// Encoded blobs up to this size live inline in the index; larger ones in files.
     pub inline_max: Size,
     /// Largest value a put accepts.
@@ -84,6 +86,16 @@ pub struct CacheConfig {
     pub hot_tier: bool,
     /// Budget of the sled hot tier.
     pub hot_tier_size: Size,
+}
+
+/// The codec of inline blobs (values whose encoding fits in `inline_max`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum InlineCodec {
+    /// LZ4 blocks: decode ~7x faster than zstd, ~1.8x larger on JSON.
+    Lz4,
+    /// zstd frames at `zstd_level`, like file blobs.
+    Zstd,
 }
 
 /// What a put does when it would pass `hard_limit`.

@@ -138,6 +138,19 @@ pub fn find_blob(c: &Connection, hash: &Digest) -> rusqlite::Result<Option<BlobR
         .optional()
 }
 
+/// Records a file blob's encoding after its file was written again (the
+/// file was gone; this writer's encoding may differ from the first one).
+pub fn set_file_encoding(
+    c: &Connection,
+    blob_id: i64,
+    codec: Codec,
+    stored_size: u64,
+) -> rusqlite::Result<()> {
+    c.prepare_cached("UPDATE blobs SET codec = ?2, stored_size = ?3 WHERE id = ?1")?
+        .execute(rusqlite::params![blob_id, codec as i64, stored_size as i64])?;
+    Ok(())
+}
+
 /// Inserts a blob row with one reference. `inline` is `None` for a file blob.
 pub fn insert_blob(
     c: &Connection,

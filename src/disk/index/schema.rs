@@ -4,7 +4,7 @@
 use rusqlite::Connection;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 const V1: &str = r#"
 -- One row per distinct content. Small blobs keep their encoded bytes in
@@ -85,6 +85,11 @@ const V4: &str = r#"
 CREATE INDEX IF NOT EXISTS entries_by_class_created ON entries(class, created_at);
 "#;
 // ---- end v4 -------------------------------------------------------------------
+// ---- v5: LZ4 inline blobs -------------------------------------------------------
+// No table changes: `blobs.codec` may now be 2 (one LZ4 block). The version
+// moves so that a freshcache that knows only 0 and 1 refuses the root
+// instead of reading such a blob as raw bytes and quarantining it.
+// ---- end v5 -------------------------------------------------------------------
 
 /// The schema version recorded in the file (0 for a new, empty file).
 pub(crate) fn version(conn: &Connection) -> rusqlite::Result<i64> {

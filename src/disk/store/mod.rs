@@ -30,6 +30,8 @@ pub struct Store {
     pub files: BlobFiles,
     pub inline_max: u64,
     pub zstd_level: i32,
+    /// Inline blobs as LZ4 blocks (`cache.inline_codec: lz4`).
+    pub inline_lz4: bool,
     /// Rows claiming more bytes than this are treated as corrupt before
     /// anything is allocated (a damaged size field must not balloon memory).
     pub max_blob: u64,
@@ -202,15 +204,22 @@ impl Store {
         };
         let blob_id = match index::find_blob(tx, hash).map_err(w)? {
             Some(b) => {
+                out.stored_size = b.stored_size;
                 // A collector may have unlinked the file after our check;
-                // inside the write lock, make sure it is there.
+                // inside the write lock, make sure it is there, and that the
+                // row describes the file this writer puts back (its zstd
+                // level, or an inline codec, may differ from the first).
                 if b.is_file && !self.files.exists(hash) {
-                    let e = encoded.get_or_insert_with(|| self.encode(value));
-                    self.files.write(hash, &e.bytes)?;
+                    let (codec, bytes) = codec::encode(value, self.zstd_level);
+                    self.files.write(hash, &bytes)?;
+                    index::set_file_encoding(tx, b.id, codec, bytes.len() as u64).map_err(w)?;
+                    out.stored_size = bytes.len() as u64;
+                    let grew = out.stored_size as i64 - b.stored_size as i64;
+                    total.stored += grew;
+                    total.files += grew;
                 }
                 index::add_ref(tx, b.id).map_err(w)?;
                 out.deduplicated = true;
-                out.stored_size = b.stored_size;
                 b.id
             }
             None => {
@@ -413,8 +422,14 @@ impl Store {
             .push(hash);
     }
 
+    /// Inline blobs as LZ4 blocks (unless `inline_codec: zstd`), files as
+    /// zstd frames: a value whose LZ4 block would not fit inline is encoded
+    /// again with zstd, so a file never holds an LZ4 block.
     fn encode(&self, value: &[u8]) -> Encoded {
-        let (codec, bytes) = codec::encode(value, self.zstd_level);
+        let lz4 = (self.inline_lz4 && value.len() as u64 <= self.inline_max.saturating_mul(8))
+            .then(|| codec::encode_lz4(value))
+            .filter(|(_, b)| b.len() as u64 <= self.inline_max);
+        let (codec, bytes) = lz4.unwrap_or_else(|| codec::encode(value, self.zstd_level));
         Encoded {
             codec,
             bytes,
