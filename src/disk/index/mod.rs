@@ -46,7 +46,9 @@ pub mod totals {
 #[derive(Debug)]
 pub struct Index {
     path: PathBuf,
-    writer: Mutex<Connection>,
+    /// The writer connection, with the point lookup held like a reader's:
+    /// [`Index::read_quick`] borrows it when it is free.
+    writer: Mutex<Reader>,
     readers: Mutex<Vec<Reader>>,
     synchronous_full: bool,
     /// The cross-process change counter every write moves (see `seq`).
@@ -86,7 +88,10 @@ unsafe impl Send for Reader {}
 
 impl Reader {
     fn open(path: &Path, synchronous_full: bool) -> Result<Reader> {
-        let conn = open_connection(path, synchronous_full)?;
+        Reader::with(open_connection(path, synchronous_full)?, path)
+    }
+
+    fn with(conn: Connection, path: &Path) -> Result<Reader> {
         Reader::try_new(conn, |c| {
             Ok(Held {
                 lookup: c.prepare(queries::LOOKUP)?,
@@ -272,6 +277,7 @@ impl Index {
                 ))
             }
         }
+        let writer = Reader::with(writer, &path)?;
         Ok(Index {
             path,
             writer: Mutex::new(writer),
@@ -291,6 +297,7 @@ impl Index {
         self.writer
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .conn()
             .execute_batch("PRAGMA wal_autocheckpoint = 0")
             .map_err(|e| self.wrap(e))?;
         Ok(conn)
@@ -349,6 +356,20 @@ impl Index {
         out
     }
 
+    /// Like [`Index::read_with`] for one short read (a single-key get): on
+    /// the writer connection when no write holds it, else a pooled reader.
+    /// The writer's page cache stays warm across this process's commits,
+    /// while a pooled reader's is dropped whenever anything is written
+    /// (SQLite resets a WAL reader's cache when the WAL moved). Never waits:
+    /// a busy writer sends the read to the pool; a write waits at most for
+    /// the one read that holds the connection.
+    pub(crate) fn read_quick<T>(&self, f: impl FnOnce(&mut Reader) -> Result<T>) -> Result<T> {
+        match self.writer.try_lock() {
+            Ok(mut w) => f(&mut w),
+            Err(_) => self.read_with(f),
+        }
+    }
+
     /// Runs `f` inside one read transaction (one consistent snapshot).
     pub(crate) fn read_snapshot<T>(&self, f: impl FnOnce(&mut Reader) -> Result<T>) -> Result<T> {
         self.read_with(|r| {
@@ -374,9 +395,10 @@ impl Index {
     /// Runs `f` inside a `BEGIN IMMEDIATE` write transaction and commits
     /// if it returns `Ok`.
     pub fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
-        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
+        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        // The writer's held lookup is reset between uses, so the connection
+        // has no statement running when a transaction begins.
+        let tx = Transaction::new_unchecked(writer.conn(), TransactionBehavior::Immediate)
             .map_err(|e| self.wrap(e))?;
         let out = f(&tx)?;
         self.commit(tx).map_err(|e| self.wrap(e))?;
@@ -387,9 +409,10 @@ impl Index {
     /// process's writer or another process holds the write lock: used for
     /// opportunistic flushes on the read path, which must never wait.
     pub fn try_write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Option<Result<T>> {
-        let mut conn = self.writer.try_lock().ok()?;
+        let writer = self.writer.try_lock().ok()?;
+        let conn = writer.conn();
         let _ = conn.busy_timeout(Duration::ZERO);
-        let out = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        let out = match Transaction::new_unchecked(conn, TransactionBehavior::Immediate) {
             Err(rusqlite::Error::SqliteFailure(e, _))
                 if e.code == rusqlite::ErrorCode::DatabaseBusy =>
             {

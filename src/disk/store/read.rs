@@ -42,7 +42,7 @@ impl Store {
         for attempt in 0..2 {
             let outcome = self
                 .index
-                .read_with(|r| self.read_in(r, key, &want_bytes))?;
+                .read_quick(|r| self.read_in(r, key, &want_bytes))?;
             if attempt == 0 && matches!(outcome, Outcome::FileGone(_)) {
                 continue;
             }
