@@ -13,6 +13,7 @@ pub use queries::*;
 pub use shared::*;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -49,6 +50,9 @@ pub struct Index {
     /// The writer connection, with the point lookup held like a reader's:
     /// [`Index::read_quick`] borrows it when it is free.
     writer: Mutex<Reader>,
+    /// Writes waiting for `writer`: while any is, reads leave it alone (a
+    /// reader retrying `try_lock` in a loop would otherwise starve them).
+    writes_waiting: AtomicUsize,
     readers: Mutex<Vec<Reader>>,
     synchronous_full: bool,
     /// The cross-process change counter every write moves (see `seq`).
@@ -281,6 +285,7 @@ impl Index {
         Ok(Index {
             path,
             writer: Mutex::new(writer),
+            writes_waiting: AtomicUsize::new(0),
             readers: Mutex::new(Vec::new()),
             synchronous_full,
             seq: std::sync::OnceLock::new(),
@@ -294,9 +299,7 @@ impl Index {
     /// checkpoints, as SQLite always does.
     pub(crate) fn checkpointer(&self) -> Result<Connection> {
         let conn = open_connection(&self.path, self.synchronous_full)?;
-        self.writer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.lock_writer()
             .conn()
             .execute_batch("PRAGMA wal_autocheckpoint = 0")
             .map_err(|e| self.wrap(e))?;
@@ -364,10 +367,23 @@ impl Index {
     /// a busy writer sends the read to the pool; a write waits at most for
     /// the one read that holds the connection.
     pub(crate) fn read_quick<T>(&self, f: impl FnOnce(&mut Reader) -> Result<T>) -> Result<T> {
-        match self.writer.try_lock() {
-            Ok(mut w) => f(&mut w),
-            Err(_) => self.read_with(f),
+        if self.writes_waiting.load(Ordering::Relaxed) == 0 {
+            if let Ok(mut w) = self.writer.try_lock() {
+                return f(&mut w);
+            }
         }
+        self.read_with(f)
+    }
+
+    /// The writer connection, announced first so reads stop borrowing it.
+    fn lock_writer(&self) -> std::sync::MutexGuard<'_, Reader> {
+        if let Ok(w) = self.writer.try_lock() {
+            return w;
+        }
+        self.writes_waiting.fetch_add(1, Ordering::Relaxed);
+        let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        self.writes_waiting.fetch_sub(1, Ordering::Relaxed);
+        w
     }
 
     /// Runs `f` inside one read transaction (one consistent snapshot).
@@ -395,7 +411,7 @@ impl Index {
     /// Runs `f` inside a `BEGIN IMMEDIATE` write transaction and commits
     /// if it returns `Ok`.
     pub fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
-        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let writer = self.lock_writer();
         // The writer's held lookup is reset between uses, so the connection
         // has no statement running when a transaction begins.
         let tx = Transaction::new_unchecked(writer.conn(), TransactionBehavior::Immediate)
