@@ -336,6 +336,19 @@ mod tests {
             }
         }
         assert!(refused > 1000, "{refused} of 2000 damaged blocks refused");
+        // Random bytes of every length up to twice the block, as a block.
+        for len in 0..block.len() * 2 {
+            let junk: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            assert!(decode(Codec::Lz4, &junk, data.len() as u64, &d).is_none());
+            assert!(decode(Codec::Lz4, &junk, 64, &d).is_none());
+        }
     }
 
     #[test]
