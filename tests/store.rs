@@ -221,6 +221,36 @@ fn stats_count_hits_per_tier_and_class_and_misses() {
 }
 
 #[test]
+fn a_flush_of_thousands_of_reads_persists_every_hit_once_in_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    const WINDOW: Duration = Duration::from_secs(600);
+    let (cache, _) = open_with(dir.path(), |c| c.cache.access_flush.0 = WINDOW);
+    let keys: Vec<String> = (0..1000).map(|i| format!("k:{i}")).collect();
+    for k in &keys {
+        cache.put(k, b"v", Put::default()).unwrap();
+    }
+    let (reader, _) = open_with(dir.path(), |c| c.cache.access_flush.0 = WINDOW);
+    for (i, k) in keys.iter().enumerate() {
+        for _ in 0..=(i % 3) {
+            reader.get(k).unwrap().unwrap();
+        }
+    }
+    reader.get("k:absent").unwrap();
+    // Four chunks of access records; the counters go once, with the first.
+    reader.flush().unwrap();
+    reader.flush().unwrap();
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(
+            cache.stat(k).unwrap().unwrap().hits,
+            (i % 3) as u64 + 1,
+            "{k}"
+        );
+    }
+    let s = cache.stats().unwrap();
+    assert_eq!((s.hits, s.misses), (1999, 1));
+}
+
+#[test]
 fn reads_are_recorded_in_batches_not_one_write_each() {
     let dir = tempfile::tempdir().unwrap();
     // A 10 min window: the background flusher also flushes once that much

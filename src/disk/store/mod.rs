@@ -156,11 +156,14 @@ impl Store {
     pub fn put_many(&self, items: &[PutItem<'_>]) -> Result<Vec<PutOutcome>> {
         // Outside the transaction: encode and write large blobs' files,
         // unless the content is already stored (dedup costs one lookup).
-        let known: Vec<bool> = self.index.read(|c| {
+        // On the writer connection when it is free: its page cache is warm
+        // from this process's last commit, a pooled reader's is not.
+        let known: Vec<bool> = self.index.read_quick(|r| {
             items
                 .iter()
-                .map(|it| Ok(index::find_blob(c, &it.hash)?.is_some()))
-                .collect()
+                .map(|it| Ok(index::find_blob(r.conn(), &it.hash)?.is_some()))
+                .collect::<rusqlite::Result<_>>()
+                .map_err(|e| self.index.wrap(e))
         })?;
         let mut encoded: Vec<Option<Encoded>> = Vec::with_capacity(items.len());
         for (it, known) in items.iter().zip(known) {
