@@ -186,6 +186,61 @@ fn a_lost_file_put_back_by_a_writer_with_another_encoding_reads_and_verifies() {
 }
 
 #[test]
+fn a_file_left_at_another_length_is_put_back_by_the_next_writer() {
+    // A writer put a lost file back with its own encoding, then its
+    // transaction failed: the row still names the first length.
+    let dir = tempfile::tempdir().unwrap();
+    let v = odds_json(6, 200_000);
+    let small = |c: &mut freshcache::Config| c.cache.inline_max.0 = 1024;
+    {
+        let (cache, _) = open_with(dir.path(), small);
+        cache.put("k:a", &v, Put::default()).unwrap();
+    }
+    let file = &blob_files(dir.path())[0];
+    let first = std::fs::metadata(file).unwrap().len();
+    std::fs::write(file, zstd::bulk::compress(&v, 19).unwrap()).unwrap();
+    assert_ne!(std::fs::metadata(file).unwrap().len(), first);
+    {
+        let (cache, _) = open_with(dir.path(), small);
+        cache.put("k:b", &v, Put::default()).unwrap();
+    }
+    let (cache, _) = open(dir.path());
+    for k in ["k:a", "k:b"] {
+        assert_eq!(cache.get(k).unwrap().as_deref(), Some(&v[..]), "{k}");
+    }
+    assert_eq!(cache.stats().unwrap().corrupt_blobs, 0);
+    let report = cache.verify(false, None).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+#[test]
+fn recover_refuses_an_index_from_a_newer_version() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (cache, _) = open(dir.path());
+        cache
+            .put("k:a", &odds_json(7, 4096), Put::default())
+            .unwrap();
+    }
+    let conn = rusqlite::Connection::open(dir.path().join("index.sqlite")).unwrap();
+    conn.execute_batch("PRAGMA user_version = 99").unwrap();
+    drop(conn);
+    let mut config = freshcache::Config::default();
+    config.cache.root = dir.path().to_path_buf();
+    let err = Cache::recover(&config).unwrap_err();
+    assert!(
+        matches!(err, Error::SchemaVersion { found: 99, .. }),
+        "{err:?}"
+    );
+    // Nothing was rebuilt: the newer index is still there, untouched.
+    let conn = rusqlite::Connection::open(dir.path().join("index.sqlite")).unwrap();
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM entries", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1);
+}
+
+#[test]
 fn a_damaged_lz4_blob_is_never_returned() {
     let dir = tempfile::tempdir().unwrap();
     let (cache, _) = open(dir.path());

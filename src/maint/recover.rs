@@ -162,7 +162,24 @@ pub(crate) fn recover(root: &Path, now: Millis) -> Result<RecoverReport> {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_NOFOLLOW,
     ) {
-        Ok(c) => salvage(&c),
+        Ok(c) => {
+            // Written by a newer freshcache: its rows may use encodings this
+            // build cannot read, and salvaging would drop them as damage.
+            if let Ok(found) = crate::disk::index::schema::version(&c) {
+                if found > crate::disk::index::schema::SCHEMA_VERSION {
+                    drop(c);
+                    for p in [&copy, &wal(&copy), &shm(&copy)] {
+                        let _ = std::fs::remove_file(p);
+                    }
+                    return Err(Error::SchemaVersion {
+                        path: index_path,
+                        found,
+                        supported: crate::disk::index::schema::SCHEMA_VERSION,
+                    });
+                }
+            }
+            salvage(&c)
+        }
         Err(_) => Default::default(),
     };
     report.entries_found = entries.len() as u64;

@@ -318,16 +318,23 @@ impl BlobFiles {
 
     /// True when the blob's file exists (as a regular file, not a link).
     pub fn exists(&self, d: &Digest) -> bool {
+        self.len_of(d).is_some()
+    }
+
+    /// The length of the blob's file, if it exists as a regular file.
+    pub fn len_of(&self, d: &Digest) -> Option<u64> {
         let hex = d.to_hex();
         let Ok(Some(shard)) = self.shard(d, false) else {
-            return false;
+            return None;
         };
         self.call("stat", || {
             rustix::fs::statat(&shard, &hex[2..], AtFlags::SYMLINK_NOFOLLOW).map_err(Into::into)
         })
-        .is_ok_and(|st| {
+        .ok()
+        .filter(|st| {
             rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile
         })
+        .map(|st| st.st_size as u64)
     }
 
     /// Unlinks a blob's file (a symlink itself, never what it points at);

@@ -154,6 +154,8 @@ pub struct BlobRef {
     pub id: i64,
     pub stored_size: u64,
     pub is_file: bool,
+    /// The index's integer for the blob's [`Codec`].
+    pub codec: i64,
 }
 
 /// A blob whose last reference went: its row is deleted; a file blob's
@@ -555,4 +557,47 @@ pub(crate) fn open_connection(path: &Path, synchronous_full: bool) -> Result<Con
     .map_err(wrap)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_single_key_read_never_waits_for_a_write_in_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = Index::open(dir.path(), false).unwrap();
+        let (entered, wait_entered) = std::sync::mpsc::channel::<()>();
+        let (read_done, wait_read) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|s| {
+            let idx = &idx;
+            let writer = s.spawn(move || {
+                idx.write(|_| {
+                    entered.send(()).unwrap();
+                    // Holds the writer connection until the read below is
+                    // done; a read that waited for it would never be.
+                    Ok(wait_read.recv_timeout(Duration::from_secs(20)).is_ok())
+                })
+                .unwrap()
+            });
+            wait_entered.recv().unwrap();
+            let n = idx
+                .read_quick(|r| {
+                    r.conn()
+                        .query_row("SELECT count(*) FROM entries", [], |row| {
+                            row.get::<_, i64>(0)
+                        })
+                        .map_err(|e| idx.wrap(e))
+                })
+                .unwrap();
+            assert_eq!(n, 0);
+            read_done.send(()).unwrap();
+            assert!(writer.join().unwrap(), "the read waited for the write");
+        });
+        // And with the writer free, the read borrows it and gives it back.
+        assert!(idx
+            .read_quick(|_| Ok(idx.writer.try_lock().is_err()))
+            .unwrap());
+        assert!(idx.writer.try_lock().is_ok());
+    }
 }

@@ -127,12 +127,13 @@ pub fn set_counter(c: &Connection, name: &str, value: i64) -> rusqlite::Result<(
 
 /// The blob row for `hash`, if any.
 pub fn find_blob(c: &Connection, hash: &Digest) -> rusqlite::Result<Option<BlobRef>> {
-    c.prepare_cached("SELECT id, stored_size, data IS NULL FROM blobs WHERE hash = ?1")?
+    c.prepare_cached("SELECT id, stored_size, data IS NULL, codec FROM blobs WHERE hash = ?1")?
         .query_row([&hash.0[..]], |r| {
             Ok(BlobRef {
                 id: r.get(0)?,
                 stored_size: r.get::<_, i64>(1)? as u64,
                 is_file: r.get(2)?,
+                codec: r.get(3)?,
             })
         })
         .optional()

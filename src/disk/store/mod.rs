@@ -209,10 +209,12 @@ impl Store {
             Some(b) => {
                 out.stored_size = b.stored_size;
                 // A collector may have unlinked the file after our check;
-                // inside the write lock, make sure it is there, and that the
-                // row describes the file this writer puts back (its zstd
-                // level, or an inline codec, may differ from the first).
-                if b.is_file && !self.files.exists(hash) {
+                // inside the write lock, make sure it is there with the
+                // row's length (a put back whose transaction then failed
+                // leaves a file of another length), and that the row
+                // describes the file this writer puts back (its zstd level
+                // may differ from the first writer's).
+                if b.is_file && self.files.len_of(hash) != Some(b.stored_size) {
                     let (codec, bytes) = codec::encode(value, self.zstd_level);
                     self.files.write(hash, &bytes)?;
                     index::set_file_encoding(tx, b.id, codec, bytes.len() as u64).map_err(w)?;
@@ -429,7 +431,8 @@ impl Store {
     /// zstd frames: a value whose LZ4 block would not fit inline is encoded
     /// again with zstd, so a file never holds an LZ4 block.
     fn encode(&self, value: &[u8]) -> Encoded {
-        let lz4 = (self.inline_lz4 && value.len() as u64 <= self.inline_max.saturating_mul(8))
+        let small = self.inline_max.saturating_mul(8).min(codec::LZ4_MAX);
+        let lz4 = (self.inline_lz4 && value.len() as u64 <= small)
             .then(|| codec::encode_lz4(value))
             .filter(|(_, b)| b.len() as u64 <= self.inline_max);
         let (codec, bytes) = lz4.unwrap_or_else(|| codec::encode(value, self.zstd_level));

@@ -40,9 +40,12 @@ impl Store {
     ) -> Result<Option<Read>> {
         // Two tries, as in `read_many`; no vectors for the common single key.
         for attempt in 0..2 {
-            let outcome = self
+            // Only the lookup runs on the borrowed connection: a file read,
+            // decoding and verifying happen after it is handed back.
+            let found = self
                 .index
-                .read_quick(|r| self.read_in(r, key, &want_bytes))?;
+                .read_quick(|r| r.lookup(key, &want_bytes).map_err(|e| self.index.wrap(e)))?;
+            let outcome = self.fetch(found, &want_bytes)?;
             if attempt == 0 && matches!(outcome, Outcome::FileGone(_)) {
                 continue;
             }
@@ -106,6 +109,11 @@ impl Store {
         want_bytes: &dyn Fn(&Row) -> bool,
     ) -> Result<Outcome> {
         let found = r.lookup(key, want_bytes).map_err(|e| self.index.wrap(e))?;
+        self.fetch(found, want_bytes)
+    }
+
+    /// The bytes of a looked-up row, read and verified (no side effects).
+    fn fetch(&self, found: Option<Found>, want_bytes: &dyn Fn(&Row) -> bool) -> Result<Outcome> {
         let Some(Found { row, inline }) = found else {
             return Ok(Outcome::Miss);
         };
@@ -172,10 +180,22 @@ impl Store {
     pub fn quarantine(&self, row: &Row, stored: Option<&[u8]>, now: Millis) -> Result<Vec<String>> {
         let keys = self.write(|tx| {
             let w = |e| self.index.wrap(e);
-            // Only if the blob is still the one we read (not replaced meanwhile).
+            // Only if the blob is still the one we read: not replaced, and
+            // not re-encoded by a writer that put its lost file back.
             match index::find_blob(tx, &row.hash).map_err(w)? {
-                Some(b) if b.id == row.blob_id => {}
+                Some(b)
+                    if b.id == row.blob_id
+                        && b.stored_size == row.stored_size
+                        && b.codec == row.codec as i64 => {}
                 _ => return Ok(Vec::new()),
+            }
+            // A file that was missing and is back, whole, was put back by a
+            // writer: not damage.
+            if row.is_file
+                && stored.is_none()
+                && self.files.len_of(&row.hash) == Some(row.stored_size)
+            {
+                return Ok(Vec::new());
             }
             let keys = index::keys_of_blob(tx, row.blob_id).map_err(w)?;
             if row.is_file {
