@@ -6,7 +6,7 @@
 
 Both disk caches get a fresh directory on the same filesystem with their
 default settings (diskcache: SQLite + pickle, values over 32 KiB in files;
-freshcache: SQLite + zstd, encoded blobs over 32 KiB in files). cachetools
+freshcache: SQLite + LZ4 inline, zstd files for encoded blobs over 32 KiB). cachetools
 is a dict in this process: it shares nothing and survives nothing; it is
 the floor for a hot get.
 
