@@ -80,6 +80,12 @@ fn a_corrupt_inline_blob_is_never_returned() {
     drop(cache);
 }
 
+/// Writes `v` as the index's schema version (an older or newer root).
+fn set_schema_version(root: &std::path::Path, v: i64) {
+    let conn = rusqlite::Connection::open(root.join("index.sqlite")).unwrap();
+    conn.pragma_update(None, "user_version", v).unwrap();
+}
+
 /// (key, codec, inline) of every entry, from the index.
 fn codecs(root: &std::path::Path) -> Vec<(String, i64, bool)> {
     let conn = rusqlite::Connection::open(root.join("index.sqlite")).unwrap();
@@ -105,9 +111,7 @@ fn small_values_are_lz4_inline_large_ones_zstd_files_and_older_roots_still_read(
         let (cache, _) = open_with(dir.path(), |c| c.cache.inline_codec = InlineCodec::Zstd);
         cache.put("k:old", &old, Put::default()).unwrap();
     }
-    let conn = rusqlite::Connection::open(dir.path().join("index.sqlite")).unwrap();
-    conn.execute_batch("PRAGMA user_version = 4").unwrap();
-    drop(conn);
+    set_schema_version(dir.path(), 4);
     // Hex digits of noise: zstd halves them, still far above inline_max.
     let big: Vec<u8> = noise(3, 1 << 19)
         .iter()
@@ -222,9 +226,7 @@ fn recover_refuses_an_index_from_a_newer_version() {
             .put("k:a", &odds_json(7, 4096), Put::default())
             .unwrap();
     }
-    let conn = rusqlite::Connection::open(dir.path().join("index.sqlite")).unwrap();
-    conn.execute_batch("PRAGMA user_version = 99").unwrap();
-    drop(conn);
+    set_schema_version(dir.path(), 99);
     let mut config = freshcache::Config::default();
     config.cache.root = dir.path().to_path_buf();
     let err = Cache::recover(&config).unwrap_err();
@@ -338,9 +340,7 @@ fn an_index_file_that_is_not_sqlite_is_a_clear_error() {
 fn an_index_from_a_newer_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     drop(Cache::open(dir.path()).unwrap());
-    let conn = rusqlite::Connection::open(dir.path().join("index.sqlite")).unwrap();
-    conn.execute_batch("PRAGMA user_version = 99").unwrap();
-    drop(conn);
+    set_schema_version(dir.path(), 99);
     assert!(matches!(
         Cache::open(dir.path()),
         Err(Error::SchemaVersion { found: 99, .. })

@@ -254,6 +254,17 @@ mod tests {
 
     type Encoder = fn(&[u8]) -> (Codec, Vec<u8>);
 
+    fn xorshift(x: &mut u64) -> u64 {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        *x
+    }
+
+    fn noise(x: &mut u64, len: usize) -> Vec<u8> {
+        (0..len).map(|_| xorshift(x) as u8).collect()
+    }
+
     /// Both compressing encoders, with the codec each should choose.
     fn encoders() -> [(Codec, Encoder); 2] {
         [(Codec::Zstd, |b| encode(b, 3)), (Codec::Lz4, encode_lz4)]
@@ -275,15 +286,7 @@ mod tests {
 
     #[test]
     fn incompressible_data_is_stored_raw() {
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let data: Vec<u8> = (0..6144)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let data = noise(&mut 0x9E37_79B9_7F4A_7C15u64, 6144);
         for (_, enc) in encoders() {
             let (codec, stored) = enc(&data);
             assert_eq!(codec, Codec::Raw);
@@ -319,9 +322,7 @@ mod tests {
         let mut refused = 0;
         for _ in 0..2000 {
             let mut bad = block.clone();
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            xorshift(&mut x);
             let at = (x % bad.len() as u64) as usize;
             bad[at] ^= (x >> 32) as u8 | 1;
             if x % 7 == 0 {
@@ -338,14 +339,7 @@ mod tests {
         assert!(refused > 1000, "{refused} of 2000 damaged blocks refused");
         // Random bytes of every length up to twice the block, as a block.
         for len in 0..block.len() * 2 {
-            let junk: Vec<u8> = (0..len)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect();
+            let junk = noise(&mut x, len);
             assert!(decode(Codec::Lz4, &junk, data.len() as u64, &d).is_none());
             assert!(decode(Codec::Lz4, &junk, 64, &d).is_none());
         }
