@@ -102,13 +102,13 @@ fn codecs(root: &std::path::Path) -> Vec<(String, i64, bool)> {
 }
 
 #[test]
-fn small_values_are_lz4_inline_large_ones_zstd_files_and_older_roots_still_read() {
-    use freshcache::config::InlineCodec;
+fn small_values_are_lz4_inline_large_ones_lz4_files_and_older_roots_still_read() {
+    use freshcache::config::BlobCodec;
     let dir = tempfile::tempdir().unwrap();
     let old = odds_json(1, 4096);
     {
         // A root as freshcache wrote it before LZ4: zstd inline, schema v4.
-        let (cache, _) = open_with(dir.path(), |c| c.cache.inline_codec = InlineCodec::Zstd);
+        let (cache, _) = open_with(dir.path(), |c| c.cache.inline_codec = BlobCodec::Zstd);
         cache.put("k:old", &old, Put::default()).unwrap();
     }
     set_schema_version(dir.path(), 4);
@@ -122,12 +122,13 @@ fn small_values_are_lz4_inline_large_ones_zstd_files_and_older_roots_still_read(
             ]
         })
         .collect();
-    let (small, raw) = (odds_json(2, 4096), noise(9, 6144));
+    let (small, raw, file) = (odds_json(2, 4096), noise(9, 6144), odds_json(3, 400_000));
     {
         let (cache, _) = open(dir.path());
         cache.put("k:small", &small, Put::default()).unwrap();
         cache.put("k:big", &big, Put::default()).unwrap();
         cache.put("k:raw", &raw, Put::default()).unwrap();
+        cache.put("k:file", &file, Put::default()).unwrap();
     }
     let (cache, _) = open(dir.path());
     for (k, v) in [
@@ -135,13 +136,16 @@ fn small_values_are_lz4_inline_large_ones_zstd_files_and_older_roots_still_read(
         ("k:small", &small),
         ("k:big", &big),
         ("k:raw", &raw),
+        ("k:file", &file),
     ] {
         assert_eq!(cache.get(k).unwrap().as_deref(), Some(&v[..]), "{k}");
     }
     assert_eq!(
         codecs(dir.path()),
         [
+            // Hex LZ4 cannot shrink: offered to zstd, which halves it.
             ("k:big".to_string(), 1, false),
+            ("k:file".to_string(), 3, false),
             ("k:old".to_string(), 1, true),
             ("k:raw".to_string(), 0, true),
             ("k:small".to_string(), 2, true),
@@ -152,12 +156,12 @@ fn small_values_are_lz4_inline_large_ones_zstd_files_and_older_roots_still_read(
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
     assert_eq!(
-        v, 5,
-        "migrated: a freshcache that knows no LZ4 refuses the root"
+        v, 6,
+        "migrated: a freshcache that knows no LZ4 files refuses the root"
     );
     let report = cache.verify(false, None).unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
-    assert_eq!(report.blobs_checked, 4);
+    assert_eq!(report.blobs_checked, 5);
 }
 
 #[test]
@@ -172,10 +176,10 @@ fn a_lost_file_put_back_by_a_writer_with_another_encoding_reads_and_verifies() {
     let first = std::fs::metadata(&files[0]).unwrap().len();
     std::fs::remove_file(&files[0]).unwrap();
     {
-        // Another level: another encoding of the same content.
+        // Another codec: another encoding of the same content.
         let (cache, _) = open_with(dir.path(), |c| {
             c.cache.inline_max.0 = 1024;
-            c.cache.zstd_level = 19;
+            c.cache.file_codec = freshcache::config::BlobCodec::Zstd;
         });
         cache.put("k:b", &v, Put::default()).unwrap();
     }

@@ -139,7 +139,8 @@ impl CacheBuilder {
             unlinks: Default::default(),
             reserve: Reserve::new(&root),
             zstd_level: c.zstd_level,
-            inline_lz4: c.inline_codec == crate::base::config::InlineCodec::Lz4,
+            inline_lz4: c.inline_codec == crate::base::config::BlobCodec::Lz4,
+            file_lz4: c.file_codec == crate::base::config::BlobCodec::Lz4,
         };
         // A full disk: give back reserve chunks until the page fits.
         let seq = loop {

@@ -422,8 +422,8 @@ fn verified(files: &BlobFiles, b: &BlobRow) -> Result<bool> {
     }
 }
 
-/// A blob row rebuilt from its file, if the file decodes (zstd frame, or
-/// raw) to bytes that hash to its name.
+/// A blob row rebuilt from its file, if the file decodes (headed LZ4 block,
+/// zstd frame, or raw) to bytes that hash to its name.
 fn rebuild_from_file(files: &BlobFiles, hash: &Digest) -> Result<Option<BlobRow>> {
     let Opened::File(f, len) = files.open(hash)? else {
         return Ok(None);
@@ -445,6 +445,9 @@ fn rebuild_from_file(files: &BlobFiles, hash: &Digest) -> Result<Option<BlobRow>
     if let Ok(Some(size)) = zstd::zstd_safe::get_frame_content_size(&head[..n]) {
         candidates.insert(0, (Codec::Zstd, size));
     }
+    if let Some(size) = codec::lz4_file_size(&head[..n]) {
+        candidates.insert(0, (Codec::Lz4File, size));
+    }
     for (codec, size) in candidates {
         let Opened::File(f, _) = files.open(hash)? else {
             return Ok(None);
@@ -461,4 +464,47 @@ fn rebuild_from_file(files: &BlobFiles, hash: &Digest) -> Result<Option<BlobRow>
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_row_is_rebuilt_from_a_file_of_each_encoding_and_never_from_a_lie() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = BlobFiles::new(dir.path(), false).unwrap();
+        let json = br#"{"odds":[1.5,2.25],"book":"b7","t":47.5}"#.repeat(2000);
+        let lz4 = codec::encode_lz4_file(&json).unwrap();
+        let (zc, zstd) = codec::encode(&json, 3);
+        assert_eq!(zc, Codec::Zstd);
+        let raw: Vec<u8> = (0..5000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        for (codec, value, stored) in [
+            (Codec::Lz4File, &json[..], &lz4[..]),
+            (Codec::Zstd, &json[..], &zstd[..]),
+            (Codec::Raw, &raw[..], &raw[..]),
+        ] {
+            let d = Digest::of(value);
+            files.write(&d, stored).unwrap();
+            let row = rebuild_from_file(&files, &d).unwrap().expect("rebuilt");
+            assert_eq!(row.codec, codec as i64, "{codec:?}");
+            assert_eq!(
+                (row.size, row.stored_size),
+                (value.len() as u64, stored.len() as u64)
+            );
+            assert!(verified(&files, &row).unwrap());
+        }
+        // An LZ4 file whose header names another size, or under another
+        // content's name, is not rebuilt.
+        let mut lying = lz4.clone();
+        lying[4] ^= 1;
+        let d = Digest::of(&json[..json.len() - 1]);
+        files.write(&d, &lz4).unwrap();
+        assert!(rebuild_from_file(&files, &d).unwrap().is_none());
+        let d2 = Digest::of(b"another");
+        files.write(&d2, &lying).unwrap();
+        assert!(rebuild_from_file(&files, &d2).unwrap().is_none());
+    }
 }

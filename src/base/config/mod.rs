@@ -66,10 +66,13 @@ pub struct CacheConfig {
     pub hard_limit: Option<Size>,
     /// What a put does at `hard_limit`.
     pub on_full: OnFull,
-    /// zstd compression level (file blobs, and inline ones under `inline_codec: zstd`).
+    /// zstd compression level (blobs under a `zstd` codec, and what LZ4
+    /// cannot shrink).
     pub zstd_level: i32,
     /// How blobs stored inline in the index are compressed.
-    pub inline_codec: InlineCodec,
+    pub inline_codec: BlobCodec,
+    /// How blobs stored as files are compressed.
+    pub file_codec: BlobCodec,
     /// Encoded blobs up to this size live inline in the index; larger ones in files.
     pub inline_max: Size,
     /// Largest value a put accepts.
@@ -88,13 +91,15 @@ pub struct CacheConfig {
     pub hot_tier_size: Size,
 }
 
-/// The codec of inline blobs (values whose encoding fits in `inline_max`).
+/// The codec of inline blobs (`inline_codec`: values whose encoding fits in
+/// `inline_max`) or of file blobs (`file_codec`).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-pub enum InlineCodec {
-    /// LZ4 blocks: decode ~7x faster than zstd, ~1.8x larger on JSON.
+pub enum BlobCodec {
+    /// LZ4 blocks: decode 3-7x faster than zstd, ~1.8x larger on JSON;
+    /// data LZ4 cannot shrink by 1/8 is offered to zstd.
     Lz4,
-    /// zstd frames at `zstd_level`, like file blobs.
+    /// zstd frames at `zstd_level`.
     Zstd,
 }
 

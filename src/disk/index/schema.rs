@@ -4,7 +4,7 @@
 use rusqlite::Connection;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 const V1: &str = r#"
 -- One row per distinct content. Small blobs keep their encoded bytes in
@@ -90,6 +90,10 @@ CREATE INDEX IF NOT EXISTS entries_by_class_created ON entries(class, created_at
 // moves so that a freshcache that knows only 0 and 1 refuses the root
 // instead of reading such a blob as raw bytes and quarantining it.
 // ---- end v5 -------------------------------------------------------------------
+// ---- v6: LZ4 files --------------------------------------------------------------
+// No table changes: `blobs.codec` may now be 3 (a file holding an LZ4 block
+// behind a header naming its size). Moves for the same reason as v5.
+// ---- end v6 -------------------------------------------------------------------
 
 /// The schema version recorded in the file (0 for a new, empty file).
 pub(crate) fn version(conn: &Connection) -> rusqlite::Result<i64> {

@@ -32,6 +32,8 @@ pub struct Store {
     pub zstd_level: i32,
     /// Inline blobs as LZ4 blocks (`cache.inline_codec: lz4`).
     pub inline_lz4: bool,
+    /// Files as LZ4 blocks up to 16 MiB (`cache.file_codec: lz4`).
+    pub file_lz4: bool,
     /// Rows claiming more bytes than this are treated as corrupt before
     /// anything is allocated (a damaged size field must not balloon memory).
     pub max_blob: u64,
@@ -428,19 +430,42 @@ impl Store {
     }
 
     /// Inline blobs as LZ4 blocks (unless `inline_codec: zstd`), files as
-    /// zstd frames: a value whose LZ4 block would not fit inline is encoded
-    /// again with zstd, so a file never holds an LZ4 block.
+    /// headed LZ4 blocks up to 16 MiB (unless `file_codec: zstd`); the rest,
+    /// and whatever LZ4 cannot shrink by 1/8 (hex, base64: zstd's entropy
+    /// coding may still), zstd or raw. A value whose LZ4 block does not fit
+    /// inline becomes a file from the same block, without compressing again.
     fn encode(&self, value: &[u8]) -> Encoded {
-        let small = self.inline_max.saturating_mul(8).min(codec::LZ4_MAX);
-        let lz4 = (self.inline_lz4 && value.len() as u64 <= small)
-            .then(|| codec::encode_lz4(value))
-            .filter(|(_, b)| b.len() as u64 <= self.inline_max);
-        let (codec, bytes) = lz4.unwrap_or_else(|| codec::encode(value, self.zstd_level));
-        Encoded {
+        let done = |codec, bytes| Encoded {
             codec,
             bytes,
             file_is_ours: false,
+        };
+        let small = self.inline_max.saturating_mul(8).min(codec::LZ4_MAX);
+        let mut tried_lz4 = false;
+        if self.inline_lz4 && value.len() as u64 <= small {
+            let (c, block) = codec::encode_lz4(value);
+            if block.len() as u64 <= self.inline_max {
+                return done(c, block);
+            }
+            tried_lz4 = true;
+            if c == Codec::Lz4 && self.file_lz4 {
+                if let Some(f) = codec::lz4_file_from_block(&block, value.len()) {
+                    return done(Codec::Lz4File, f);
+                }
+            }
         }
+        if self.file_lz4 && !tried_lz4 {
+            if let Some(f) = codec::encode_lz4_file(value) {
+                if f.len() as u64 > self.inline_max {
+                    return done(Codec::Lz4File, f);
+                }
+                if self.inline_lz4 {
+                    return done(Codec::Lz4, f[codec::LZ4_FILE_HEADER..].to_vec());
+                }
+            }
+        }
+        let (c, bytes) = codec::encode(value, self.zstd_level);
+        done(c, bytes)
     }
 
     fn is_file(&self, e: &Encoded) -> bool {

@@ -138,12 +138,12 @@ impl Store {
         if stored.len() as u64 != row.stored_size {
             return Ok(Outcome::Corrupt(row, stored));
         }
-        match codec::decode(row.codec, &stored, row.size, &row.hash) {
-            Some(bytes) => Ok(Outcome::Hit(Read {
+        match codec::decode_owned(row.codec, stored, row.size, &row.hash) {
+            Ok(bytes) => Ok(Outcome::Hit(Read {
                 row,
                 bytes: Some(bytes),
             })),
-            None => Ok(Outcome::Corrupt(row, stored)),
+            Err(stored) => Ok(Outcome::Corrupt(row, stored)),
         }
     }
 
