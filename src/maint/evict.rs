@@ -75,9 +75,11 @@ pub(crate) fn evict_to(
                 if victims.is_empty() {
                     break true;
                 }
-                let keys: Vec<String> = victims.iter().map(|(k, _)| k.clone()).collect();
-                let (n, freed) = store.delete_until(tx, &keys, size - target)?;
-                expired += victims[..n].iter().filter(|(_, e)| *e).count() as u64;
+                let expired_now = victims.iter().filter(|v| v.2).count();
+                let keys = victims.iter().map(|(k, b, _)| (k.as_str(), Some(*b)));
+                let (n, freed) = store.delete_until(tx, keys, size - target)?;
+                // Expired victims come first, all of them or none.
+                expired += n.min(expired_now) as u64;
                 removed += n as u64;
                 freed_total += freed;
                 size = size.saturating_sub(freed);
@@ -137,32 +139,37 @@ fn victims(
     now: i64,
     windows: &[(String, i64)],
     limit: usize,
-) -> rusqlite::Result<Vec<(String, bool)>> {
+) -> rusqlite::Result<Vec<(String, i64, bool)>> {
     let mut st = c.prepare_cached(
-        "SELECT key FROM entries WHERE expires_at <= ?1 ORDER BY expires_at, key LIMIT ?2",
+        "SELECT key, blob_id FROM entries WHERE expires_at <= ?1 ORDER BY expires_at, key LIMIT ?2",
     )?;
-    let expired: Vec<String> = st
-        .query_map(rusqlite::params![now, limit as i64], |r| r.get(0))?
+    let expired: Vec<(String, i64)> = st
+        .query_map(rusqlite::params![now, limit as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
         .collect::<rusqlite::Result<_>>()?;
     if !expired.is_empty() {
-        return Ok(expired.into_iter().map(|k| (k, true)).collect());
+        return Ok(expired.into_iter().map(|(k, b)| (k, b, true)).collect());
     }
     let mut st = c.prepare_cached(
-        "SELECT key FROM entries WHERE class = ?1 AND created_at <= ?2 \
+        "SELECT key, blob_id FROM entries WHERE class = ?1 AND created_at <= ?2 \
          ORDER BY created_at, key LIMIT ?3",
     )?;
     for (class, ttl_ms) in windows {
         let cutoff = now.saturating_sub(*ttl_ms);
-        let expired: Vec<String> = st
-            .query_map(rusqlite::params![class, cutoff, limit as i64], |r| r.get(0))?
+        let expired: Vec<(String, i64)> = st
+            .query_map(rusqlite::params![class, cutoff, limit as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
             .collect::<rusqlite::Result<_>>()?;
         if !expired.is_empty() {
-            return Ok(expired.into_iter().map(|k| (k, true)).collect());
+            return Ok(expired.into_iter().map(|(k, b)| (k, b, true)).collect());
         }
     }
-    let mut st = c.prepare_cached("SELECT key FROM entries ORDER BY last_access, key LIMIT ?1")?;
-    let lru: Vec<String> = st
-        .query_map([limit as i64], |r| r.get(0))?
+    let mut st =
+        c.prepare_cached("SELECT key, blob_id FROM entries ORDER BY last_access, key LIMIT ?1")?;
+    let lru: Vec<(String, i64)> = st
+        .query_map([limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
-    Ok(lru.into_iter().map(|k| (k, false)).collect())
+    Ok(lru.into_iter().map(|(k, b)| (k, b, false)).collect())
 }

@@ -296,7 +296,7 @@ pub const CHANGED_ALL: &str = "*";
 /// A blob after losing one reference.
 #[derive(Debug, Clone, Copy)]
 pub struct Unref {
-    /// References left; the caller deletes the row at 0.
+    /// References left; at 0 the row is gone.
     pub refs: i64,
     pub hash: Digest,
     pub size: u64,
@@ -304,27 +304,50 @@ pub struct Unref {
     pub is_file: bool,
 }
 
-/// Drops one reference and reports the blob's state (an update, then a
-/// point read of the same row: not `UPDATE … RETURNING`, see `take_entry`).
+/// Drops one reference and reports the blob's state; deletes the row with
+/// its last reference (a point read, then one write: not `… RETURNING`,
+/// see `take_entry`).
 pub fn unref(c: &Connection, blob_id: i64) -> rusqlite::Result<Option<Unref>> {
-    if c.prepare_cached("UPDATE blobs SET refs = refs - 1 WHERE id = ?1")?
-        .execute([blob_id])?
-        == 0
-    {
-        return Ok(None);
-    }
-    c.prepare_cached("SELECT refs, hash, size, stored_size, data IS NULL FROM blobs WHERE id = ?1")?
+    // Read first: the last reference (nearly always, eviction's case) then
+    // deletes the row outright instead of rewriting it (an inline blob's
+    // bytes with it) only to delete it.
+    let found = c
+        .prepare_cached(
+            "SELECT refs, hash, size, stored_size, data IS NULL FROM blobs WHERE id = ?1",
+        )?
         .query_row([blob_id], |r| {
             let h: Vec<u8> = r.get(1)?;
             Ok(Unref {
-                refs: r.get(0)?,
+                refs: r.get::<_, i64>(0)? - 1,
                 hash: Digest::from_slice(&h).unwrap_or(Digest([0; 32])),
                 size: r.get::<_, i64>(2)? as u64,
                 stored_size: r.get::<_, i64>(3)? as u64,
                 is_file: r.get(4)?,
             })
         })
-        .optional()
+        .optional()?;
+    match found {
+        Some(u) if u.refs <= 0 => delete_blob(c, blob_id)?,
+        Some(_) => {
+            c.prepare_cached("UPDATE blobs SET refs = refs - 1 WHERE id = ?1")?
+                .execute([blob_id])?;
+        }
+        None => {}
+    }
+    Ok(found)
+}
+
+/// Deletes the entry of `key` whose blob the caller already knows (an
+/// eviction victim read in the same transaction), logging the change if
+/// `log`; true if it existed.
+pub fn delete_victim(c: &Connection, key: &str, log: bool) -> rusqlite::Result<bool> {
+    let n = c
+        .prepare_cached("DELETE FROM entries WHERE key = ?1")?
+        .execute([key])?;
+    if n > 0 && log {
+        log_change(c, key)?;
+    }
+    Ok(n > 0)
 }
 
 /// Deletes a blob row (its last reference is gone).

@@ -318,15 +318,16 @@ impl Store {
 
     /// Deletes entries inside an open write transaction; returns how many existed.
     pub(crate) fn delete_in(&self, tx: &Connection, keys: &[String]) -> Result<usize> {
+        let keys = keys.iter().map(|k| (k.as_str(), None));
         Ok(self.delete_until(tx, keys, u64::MAX)?.0)
     }
 
     /// Deletes `keys` in order until at least `budget` accounted bytes (see
     /// [`index::disk_bytes`]) are freed; returns (entries deleted, bytes freed).
-    pub(crate) fn delete_until(
+    pub(crate) fn delete_until<'a>(
         &self,
         tx: &Connection,
-        keys: &[String],
+        victims: impl ExactSizeIterator<Item = (&'a str, Option<i64>)>,
         budget: u64,
     ) -> Result<(usize, u64)> {
         let w = |e| self.index.wrap(e);
@@ -334,21 +335,27 @@ impl Store {
         let (mut n, mut freed) = (0, 0u64);
         // Many keys (an eviction chunk, a wide invalidation): one log entry
         // that makes other hot maps forget everything, not one per key.
-        let log_each = keys.len() < LOG_EACH_MAX;
+        let log_each = victims.len() < LOG_EACH_MAX;
         if !log_each {
             index::log_change(tx, index::CHANGED_ALL).map_err(w)?;
         }
-        for key in keys {
+        for (key, blob_id) in victims {
             if freed >= budget {
                 break;
             }
-            // Per key: the entry read and deleted, its blob unreferenced.
-            let Some(blob_id) = index::take_entry(tx, key, log_each).map_err(w)? else {
+            // Per key: the entry deleted (read first unless its blob id came
+            // with it, read in this transaction), its blob unreferenced.
+            let blob_id = match blob_id {
+                Some(b) => index::delete_victim(tx, key, log_each)
+                    .map_err(w)?
+                    .then_some(b),
+                None => index::take_entry(tx, key, log_each).map_err(w)?,
+            };
+            let Some(blob_id) = blob_id else {
                 continue;
             };
             if let Some(u) = index::unref(tx, blob_id).map_err(w)? {
                 if u.refs <= 0 {
-                    index::delete_blob(tx, blob_id).map_err(w)?;
                     if u.is_file {
                         self.defer_unlink(u.hash);
                         d.files -= u.stored_size as i64;
