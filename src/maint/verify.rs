@@ -292,7 +292,7 @@ fn verify_in(
                 }
                 let keys = index::keys_of_blob(tx, r.id).map_err(w)?;
                 for k in &keys {
-                    index::delete_entry(tx, k).map_err(w)?;
+                    index::delete_entry(tx, k, true).map_err(w)?;
                     index::log_change(tx, k).map_err(w)?;
                 }
                 tx.execute("DELETE FROM blobs WHERE id = ?1", [r.id])

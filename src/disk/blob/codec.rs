@@ -108,8 +108,7 @@ pub fn encode_lz4_file(bytes: &[u8]) -> Option<Vec<u8>> {
     }
     let mut out =
         vec![0u8; LZ4_FILE_HEADER + lz4_flex::block::get_maximum_output_size(bytes.len())];
-    out[..4].copy_from_slice(LZ4_FILE_MAGIC);
-    out[4..LZ4_FILE_HEADER].copy_from_slice(&len.to_le_bytes());
+    out[..LZ4_FILE_HEADER].copy_from_slice(&lz4_file_header(len));
     let n = lz4_flex::block::compress_into(bytes, &mut out[LZ4_FILE_HEADER..]).ok()?;
     out.truncate(LZ4_FILE_HEADER + n);
     (out.len() <= bytes.len() - bytes.len() / 8).then_some(out)
@@ -119,10 +118,16 @@ pub fn encode_lz4_file(bytes: &[u8]) -> Option<Vec<u8>> {
 pub fn lz4_file_from_block(block: &[u8], size: usize) -> Option<Vec<u8>> {
     let len = u32::try_from(size).ok()?;
     let mut out = Vec::with_capacity(LZ4_FILE_HEADER + block.len());
-    out.extend_from_slice(LZ4_FILE_MAGIC);
-    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&lz4_file_header(len));
     out.extend_from_slice(block);
     Some(out)
+}
+
+fn lz4_file_header(len: u32) -> [u8; LZ4_FILE_HEADER] {
+    let mut h = [0u8; LZ4_FILE_HEADER];
+    h[..4].copy_from_slice(LZ4_FILE_MAGIC);
+    h[4..].copy_from_slice(&len.to_le_bytes());
+    h
 }
 
 /// The decoded size a [`Codec::Lz4File`] header names, if `head` starts

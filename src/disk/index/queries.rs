@@ -255,13 +255,14 @@ pub fn upsert_entry(c: &Connection, e: &NewEntry<'_>) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Deletes an entry row (logging the change); true if it existed.
-pub fn delete_entry(c: &Connection, key: &str) -> rusqlite::Result<bool> {
+/// Deletes an entry row, logging the change if `log` (the caller may log
+/// one change for many keys instead); true if it existed.
+pub fn delete_entry(c: &Connection, key: &str, log: bool) -> rusqlite::Result<bool> {
     let existed = c
         .prepare_cached("DELETE FROM entries WHERE key = ?1")?
         .execute([key])?
         > 0;
-    if existed {
+    if existed && log {
         log_change(c, key)?;
     }
     Ok(existed)
@@ -279,11 +280,7 @@ pub fn take_entry(c: &Connection, key: &str, log: bool) -> rusqlite::Result<Opti
         .query_row([key], |r| r.get(0))
         .optional()?;
     if blob.is_some() {
-        c.prepare_cached("DELETE FROM entries WHERE key = ?1")?
-            .execute([key])?;
-        if log {
-            log_change(c, key)?;
-        }
+        delete_entry(c, key, log)?;
     }
     Ok(blob)
 }
@@ -335,19 +332,6 @@ pub fn unref(c: &Connection, blob_id: i64) -> rusqlite::Result<Option<Unref>> {
         None => {}
     }
     Ok(found)
-}
-
-/// Deletes the entry of `key` whose blob the caller already knows (an
-/// eviction victim read in the same transaction), logging the change if
-/// `log`; true if it existed.
-pub fn delete_victim(c: &Connection, key: &str, log: bool) -> rusqlite::Result<bool> {
-    let n = c
-        .prepare_cached("DELETE FROM entries WHERE key = ?1")?
-        .execute([key])?;
-    if n > 0 && log {
-        log_change(c, key)?;
-    }
-    Ok(n > 0)
 }
 
 /// Deletes a blob row (its last reference is gone).

@@ -346,7 +346,7 @@ impl Store {
             // Per key: the entry deleted (read first unless its blob id came
             // with it, read in this transaction), its blob unreferenced.
             let blob_id = match blob_id {
-                Some(b) => index::delete_victim(tx, key, log_each)
+                Some(b) => index::delete_entry(tx, key, log_each)
                     .map_err(w)?
                     .then_some(b),
                 None => index::take_entry(tx, key, log_each).map_err(w)?,
