@@ -50,7 +50,10 @@ fn after_evict_disk_bytes_are_at_most_the_low_watermark() {
 #[test]
 fn expired_entries_go_first_then_least_recently_used() {
     let dir = tempfile::tempdir().unwrap();
-    let (cache, clock) = open_with(dir.path(), |c| c.cache.inline_max.0 = 1024);
+    let (cache, clock) = open_with(dir.path(), |c| {
+        c.cache.inline_max.0 = 1024;
+        c.cache.lru_precision.0 = Duration::ZERO; // exact to access_flush
+    });
     fill(&cache, &clock, 20, 8192);
     // k:0015..0019 expire soon; k:0000..0004 are read recently.
     for i in 15..20 {
@@ -94,6 +97,52 @@ fn expired_entries_go_first_then_least_recently_used() {
     // The LRU victims are the oldest unread ones.
     assert!(!alive.contains(&"k:0005".to_string()), "{alive:?}");
     assert!(alive.contains(&"k:0014".to_string()), "{alive:?}");
+}
+
+/// With the default `lru_precision` (1 min) a read moves an entry in LRU
+/// order only when its recorded last access is at least that old; its hit
+/// is counted either way.
+#[test]
+fn a_read_within_the_lru_precision_leaves_the_entry_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, clock) = open_with(dir.path(), |c| c.cache.inline_max.0 = 1024);
+    assert_eq!(
+        freshcache::Config::default().cache.lru_precision.0,
+        Duration::from_secs(60)
+    );
+    fill(&cache, &clock, 3, 8192); // k:0000..0002, 10 ms apart
+    let last_access = |key: &str| {
+        let m = cache.list(Some(key)).unwrap();
+        (m[0].last_access, m[0].hits)
+    };
+    let (put_at, _) = last_access("k:0000");
+    clock.advance(Duration::from_secs(30));
+    cache.get("k:0000").unwrap().unwrap();
+    cache.flush().unwrap();
+    assert_eq!(
+        last_access("k:0000"),
+        (put_at, 1),
+        "moved within the precision"
+    );
+    let one = cache.disk_bytes().unwrap() - 8192;
+    let r = cache
+        .evict_with(Some((one as f64 / 0.8) as u64 + 1), None)
+        .unwrap();
+    assert_eq!(r.entries_removed, 1, "{r:?}");
+    assert_eq!(cache.get("k:0000").unwrap(), None, "still the least recent");
+
+    // Past the precision the read moves it: k:0001 outlives k:0002.
+    clock.advance(Duration::from_secs(60));
+    cache.get("k:0001").unwrap().unwrap();
+    cache.flush().unwrap();
+    assert_eq!(last_access("k:0001"), (cache.now(), 1));
+    let one = cache.disk_bytes().unwrap() - 8192;
+    let r = cache
+        .evict_with(Some((one as f64 / 0.8) as u64 + 1), None)
+        .unwrap();
+    assert_eq!(r.entries_removed, 1, "{r:?}");
+    assert_eq!(cache.get("k:0002").unwrap(), None);
+    assert!(cache.get("k:0001").unwrap().is_some());
 }
 
 #[test]
@@ -300,7 +349,10 @@ proptest! {
         cap_fraction in 0.2f64..0.9,
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let (cache, clock) = open_with(dir.path(), |c| c.cache.inline_max.0 = 512);
+        let (cache, clock) = open_with(dir.path(), |c| {
+            c.cache.inline_max.0 = 512;
+            c.cache.lru_precision.0 = Duration::ZERO; // exact to access_flush
+        });
         // model: key -> (expires_at, last_access)
         let mut model: std::collections::BTreeMap<String, (i64, i64)> = Default::default();
         for (op, k, step) in ops {
@@ -340,6 +392,68 @@ proptest! {
         prop_assert_eq!(removed as u64, r.entries_removed);
         for (i, (key, _)) in order.iter().enumerate() {
             prop_assert_eq!(alive.contains(*key), i >= removed, "key {} at position {} of the model order", key, i);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// The same random history under a 2 s `lru_precision`: expired entries
+    /// still go first by expiry, and among live ones no removed entry was
+    /// read more than the precision after an entry that stays.
+    #[test]
+    fn eviction_order_is_exact_to_the_lru_precision(
+        ops in proptest::collection::vec((0u8..3, 0u8..24, 1u64..3_000), 10..80),
+        cap_fraction in 0.2f64..0.9,
+    ) {
+        const PRECISION: i64 = 2_000;
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, clock) = open_with(dir.path(), |c| {
+            c.cache.inline_max.0 = 512;
+            c.cache.lru_precision.0 = Duration::from_millis(PRECISION as u64);
+        });
+        let mut model: std::collections::BTreeMap<String, (i64, i64)> = Default::default();
+        for (op, k, step) in ops {
+            clock.advance(Duration::from_millis(step));
+            let key = format!("m:{k:02}");
+            let now = cache.now();
+            match op {
+                0 => {
+                    let ttl = Duration::from_millis(step * 40);
+                    cache.put(&key, &noise(u64::from(k) * 1_000 + step, 2048), Put::default().ttl(ttl)).unwrap();
+                    model.insert(key, (now + ttl.as_millis() as i64, now));
+                }
+                1 => {
+                    let got = cache.get(&key).unwrap().is_some();
+                    let fresh = model.get(&key).is_some_and(|(exp, _)| now < *exp);
+                    prop_assert_eq!(got, fresh);
+                    if fresh {
+                        model.get_mut(&key).unwrap().1 = now;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let now = cache.now();
+        let cap = (cache.disk_bytes().unwrap() as f64 * cap_fraction) as u64;
+        let r = cache.evict_with(Some(cap), None).unwrap();
+        let alive: std::collections::BTreeSet<String> = cache.list(None).unwrap().into_iter().map(|m| m.key).collect();
+        prop_assert_eq!((model.len() - alive.len()) as u64, r.entries_removed);
+        let (expired, live): (Vec<_>, Vec<_>) = model.iter().partition(|(_, (exp, _))| *exp <= now);
+        let gone = |k: &String| !alive.contains(k);
+        if live.iter().any(|(k, _)| gone(k)) {
+            prop_assert!(expired.iter().all(|(k, _)| gone(k)), "a live entry went before an expired one");
+        }
+        for (r, (re, _)) in expired.iter().filter(|(k, _)| gone(k)) {
+            for (a, (ae, _)) in expired.iter().filter(|(k, _)| !gone(k)) {
+                prop_assert!(re <= ae, "expired {} (at {}) went before {} (at {})", r, re, a, ae);
+            }
+        }
+        for (r, (_, ra)) in live.iter().filter(|(k, _)| gone(k)) {
+            for (a, (_, aa)) in live.iter().filter(|(k, _)| !gone(k)) {
+                prop_assert!(*ra <= aa + PRECISION, "{} read at {} went, {} read at {} stayed", r, ra, a, aa);
+            }
         }
     }
 }

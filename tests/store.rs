@@ -384,7 +384,8 @@ fn put_many_is_all_or_nothing_and_deduplicates_within_the_batch() {
 #[test]
 fn a_read_never_waits_for_another_writer_to_flush_its_access_batch() {
     let dir = tempfile::tempdir().unwrap();
-    let (cache, clock) = open(dir.path());
+    // LRU exact to the batch window, so the flushed read moves last_access.
+    let (cache, clock) = open_with(dir.path(), |c| c.cache.lru_precision.0 = Duration::ZERO);
     cache.put("k:1", b"v", Put::default()).unwrap();
     let other = rusqlite::Connection::open(dir.path().join("index.sqlite")).unwrap();
     other.execute_batch("BEGIN IMMEDIATE").unwrap(); // another process holds the write lock

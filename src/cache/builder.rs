@@ -163,6 +163,7 @@ impl CacheBuilder {
             .weigher(|_: &Digest, v: &Bytes| u32::try_from(v.len() + 64).unwrap_or(u32::MAX))
             .build_with_hasher(ahash::RandomState::new());
         let window = c.access_flush.0.as_millis() as Millis;
+        let lru_precision = c.lru_precision.0.as_millis().min(i64::MAX as u128) as Millis;
         let classes = Classes::from_config(&self.config);
         let (flusher, wake) = super::flusher::channel();
         let store = Arc::new(store);
@@ -175,7 +176,7 @@ impl CacheBuilder {
                 store,
                 l1,
                 clock: self.clock,
-                recorder: Arc::new(Recorder::new(window)),
+                recorder: Arc::new(Recorder::new(window, lru_precision)),
                 latency: Default::default(),
                 hot,
                 tier,

@@ -83,6 +83,9 @@ pub struct CacheConfig {
     pub default_ttl: Dur,
     /// Batch window of access records and counters.
     pub access_flush: Dur,
+    /// A read moves an entry's LRU position only when its recorded last
+    /// access is at least this old (or `access_flush`, if longer).
+    pub lru_precision: Dur,
     /// fsync blob files and use `synchronous = FULL`.
     pub fsync: bool,
     /// Enable the persistent sled hot tier.

@@ -86,22 +86,28 @@ pub(crate) struct Recorder {
     /// to them, never neither (the flusher runs on its own thread).
     flushing: Mutex<()>,
     window_ms: Millis,
+    /// A read moves `last_access` only when the stored one is this old.
+    lru_ms: Millis,
 }
 
 impl Recorder {
-    pub(crate) fn new(window_ms: Millis) -> Recorder {
+    pub(crate) fn new(window_ms: Millis, lru_precision_ms: Millis) -> Recorder {
         Recorder {
             pending: Mutex::new(Pending::default()),
             flushing: Mutex::new(()),
             window_ms,
+            lru_ms: lru_precision_ms.max(window_ms),
         }
     }
 
     /// Records a read of `key` at `now` and, if `hit` is given, a hit of
     /// that tier and class (one lock for both); says whether a flush is due.
     /// `stored_access` is the entry's last access as the index had it: when
-    /// it is within the batch window of `now`, the flush only adds hits and
-    /// leaves the indexed `last_access` alone (LRU stays exact to a window).
+    /// it is within `lru_precision` (at least the batch window) of `now`,
+    /// the flush only adds hits and leaves the indexed `last_access` alone:
+    /// LRU order is exact to that precision, and a hot key moves in the
+    /// `entries_by_access` index once per precision instead of once per
+    /// window.
     pub(crate) fn access(
         &self,
         key: &str,
@@ -114,7 +120,7 @@ impl Recorder {
         if let Some((tier, class)) = hit {
             p.tally(Some(tier), class);
         }
-        let move_lru = stored_access.is_none_or(|a| now.saturating_sub(a) >= self.window_ms);
+        let move_lru = stored_access.is_none_or(|a| now.saturating_sub(a) >= self.lru_ms);
         match p.access.get_mut(key) {
             Some(a) => {
                 a.hits += 1;
