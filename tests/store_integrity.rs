@@ -123,12 +123,18 @@ fn small_values_are_lz4_inline_large_ones_lz4_files_and_older_roots_still_read()
         })
         .collect();
     let (small, raw, file) = (odds_json(2, 4096), noise(9, 6144), odds_json(3, 400_000));
+    // A feature vector of 128k f32s: neither codec shrinks it by 1/8, which
+    // a sample tells before any whole-value attempt; stored raw.
+    let floats: Vec<u8> = (0..131_072)
+        .flat_map(|i| ((i as f32 * 0.37).sin() * 3.1).to_le_bytes())
+        .collect();
     {
         let (cache, _) = open(dir.path());
         cache.put("k:small", &small, Put::default()).unwrap();
         cache.put("k:big", &big, Put::default()).unwrap();
         cache.put("k:raw", &raw, Put::default()).unwrap();
         cache.put("k:file", &file, Put::default()).unwrap();
+        cache.put("k:floats", &floats, Put::default()).unwrap();
     }
     let (cache, _) = open(dir.path());
     for (k, v) in [
@@ -137,6 +143,7 @@ fn small_values_are_lz4_inline_large_ones_lz4_files_and_older_roots_still_read()
         ("k:big", &big),
         ("k:raw", &raw),
         ("k:file", &file),
+        ("k:floats", &floats),
     ] {
         assert_eq!(cache.get(k).unwrap().as_deref(), Some(&v[..]), "{k}");
     }
@@ -146,6 +153,7 @@ fn small_values_are_lz4_inline_large_ones_lz4_files_and_older_roots_still_read()
             // Hex LZ4 cannot shrink: offered to zstd, which halves it.
             ("k:big".to_string(), 1, false),
             ("k:file".to_string(), 3, false),
+            ("k:floats".to_string(), 0, false),
             ("k:old".to_string(), 1, true),
             ("k:raw".to_string(), 0, true),
             ("k:small".to_string(), 2, true),
@@ -161,7 +169,7 @@ fn small_values_are_lz4_inline_large_ones_lz4_files_and_older_roots_still_read()
     );
     let report = cache.verify(false, None).unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
-    assert_eq!(report.blobs_checked, 5);
+    assert_eq!(report.blobs_checked, 6);
 }
 
 #[test]

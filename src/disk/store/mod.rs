@@ -17,7 +17,7 @@ use rusqlite::Connection;
 use crate::base::clock::Millis;
 use crate::base::error::Result;
 use crate::base::names;
-use crate::disk::blob::codec::{self, Codec};
+use crate::disk::blob::codec::{self, Codec, Outlook};
 use crate::disk::blob::files::BlobFiles;
 use crate::disk::blob::Digest;
 use crate::disk::index::{self, totals, Found, Index, NewEntry, Row};
@@ -441,27 +441,35 @@ impl Store {
     /// and whatever LZ4 cannot shrink by 1/8 (hex, base64: zstd's entropy
     /// coding may still), zstd or raw. A value whose LZ4 block does not fit
     /// inline becomes a file from the same block, without compressing again.
+    /// A value of 128 KiB or more is first judged on a 16 KiB sample
+    /// ([`codec::outlook`]), so incompressible data is stored raw without
+    /// two whole-value attempts.
     fn encode(&self, value: &[u8]) -> Encoded {
         let done = |codec, bytes| Encoded {
             codec,
             bytes,
             file_is_ours: false,
         };
+        let lz4 = self.inline_lz4 || self.file_lz4;
+        let mut skip_lz4 = match codec::outlook(value, lz4, self.zstd_level) {
+            Some(Outlook::Raw) => return done(Codec::Raw, value.to_vec()),
+            Some(Outlook::Zstd) => true,
+            Some(Outlook::Lz4) | None => false,
+        };
         let small = self.inline_max.saturating_mul(8).min(codec::LZ4_MAX);
-        let mut tried_lz4 = false;
-        if self.inline_lz4 && value.len() as u64 <= small {
+        if self.inline_lz4 && !skip_lz4 && value.len() as u64 <= small {
             let (c, block) = codec::encode_lz4(value);
             if block.len() as u64 <= self.inline_max {
                 return done(c, block);
             }
-            tried_lz4 = true;
+            skip_lz4 = true;
             if c == Codec::Lz4 && self.file_lz4 {
                 if let Some(f) = codec::lz4_file_from_block(&block, value.len()) {
                     return done(Codec::Lz4File, f);
                 }
             }
         }
-        if self.file_lz4 && !tried_lz4 {
+        if self.file_lz4 && !skip_lz4 {
             if let Some(f) = codec::encode_lz4_file(value) {
                 if f.len() as u64 > self.inline_max {
                     return done(Codec::Lz4File, f);
