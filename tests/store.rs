@@ -221,6 +221,25 @@ fn stats_count_hits_per_tier_and_class_and_misses() {
 }
 
 #[test]
+fn a_large_value_enters_memory_on_its_second_read_a_small_one_on_its_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, _) = open(dir.path());
+    let large: Vec<u8> = (0..256 * 1024u32).map(|i| (i % 251) as u8).collect();
+    cache.put("odds:big:1", &large, Put::default()).unwrap();
+    cache.put("odds:small:1", b"{}", Put::default()).unwrap();
+    let (reader, _) = open(dir.path());
+    for _ in 0..3 {
+        assert_eq!(reader.get("odds:big:1").unwrap().unwrap(), large);
+        reader.get("odds:small:1").unwrap().unwrap();
+    }
+    reader.flush().unwrap();
+    let odds = &cache.stats().unwrap().by_class["odds"];
+    // big: disk, disk (admitted), memory; small: disk, memory, memory.
+    assert_eq!(odds.hits.get("disk"), Some(&3));
+    assert_eq!(odds.hits.get("memory"), Some(&3));
+}
+
+#[test]
 fn a_flush_of_thousands_of_reads_persists_every_hit_once_in_chunks() {
     let dir = tempfile::tempdir().unwrap();
     const WINDOW: Duration = Duration::from_secs(600);

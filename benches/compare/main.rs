@@ -11,6 +11,8 @@
 //! FC_COMPARE_REPORT=1    re-render the report from target/compare-results.json
 //! FC_COMPARE_ROUNDS, FC_COMPARE_READERS (e.g. "1,2"), FC_COMPARE_SYSTEMS
 //! (e.g. "freshcache,diskcache,floor") override the defaults.
+//! FC_COMPARE_CONFIG=FILE opens freshcache with that runtime.yml instead of
+//! the default handle (experiments only: the report does not say so).
 
 mod evict;
 mod gen;

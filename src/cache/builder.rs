@@ -175,6 +175,7 @@ impl CacheBuilder {
                 config: RwLock::new(Arc::new(self.config)),
                 store,
                 l1,
+                door: super::admit::Doorkeeper::new(1024),
                 clock: self.clock,
                 recorder: Arc::new(Recorder::new(window, lru_precision)),
                 latency: Default::default(),

@@ -2,6 +2,7 @@
 //! compress → blob → index row → L1. A get: key → L1 (by the blob hash the
 //! index names) → disk → verify; fresh only.
 
+mod admit;
 mod builder;
 pub(crate) mod flight;
 mod flusher;
@@ -99,6 +100,8 @@ pub(crate) struct Inner {
     /// Decompressed, verified bytes keyed by blob hash: it can only serve
     /// content the index currently points at.
     l1: moka::sync::Cache<Digest, Bytes, ahash::RandomState>,
+    /// Admits large values read from disk into L1 on their second read.
+    door: admit::Doorkeeper,
     clock: Arc<dyn Clock>,
     recorder: Arc<Recorder>,
     latency: metrics::Latency,

@@ -324,9 +324,11 @@ impl Cache {
         let (tier, bytes) = match read.bytes {
             Some(b) => {
                 let b = Bytes::from(b);
-                self.inner.l1.insert(read.row.hash, b.clone());
-                if let Some(t) = &self.inner.tier {
-                    t.insert(&read.row.hash, &b);
+                if self.inner.door.admit(&read.row.hash, b.len()) {
+                    self.inner.l1.insert(read.row.hash, b.clone());
+                    if let Some(t) = &self.inner.tier {
+                        t.insert(&read.row.hash, &b);
+                    }
                 }
                 (Tier::Disk, b)
             }
