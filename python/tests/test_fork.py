@@ -22,9 +22,10 @@ def test_os_fork_child_reopens(root) -> None:
     c = freshcache.Cache(root)
     c.put("odds:g1:1", b"parent")
     assert c.get("odds:g1:1") == b"parent"  # parent's handles and L1 are warm
-    # A value large enough to be hashed on the rayon pool: the parent's pool
-    # threads do not exist in the child, which must not wait for them.
-    big = os.urandom(1 << 20)
+    # A value large enough to be hashed on the rayon pool (8 MiB and more,
+    # digest.rs): the parent's pool threads do not exist in the child,
+    # which must not wait for them.
+    big = os.urandom(8 << 20)
     c.put("odds:g1:big", big)
     gen = c._generation
     r, w = os.pipe()

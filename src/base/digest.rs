@@ -2,19 +2,28 @@
 
 use std::fmt;
 
+/// Values this large are hashed on rayon's pool. Below it one thread is
+/// faster whenever the pool's workers have gone to sleep, which is the
+/// common case for a cache read between other work: 1 MiB after 30 ms
+/// idle took 289–419 µs on one thread and 485–586 µs with rayon (two
+/// cores, 2026-12-06); back to back the two were within noise of each
+/// other (112–283 µs). At 16 MiB rayon won back to back (1.5 vs 2.7 ms)
+/// and tied after idle.
+pub const PARALLEL_FROM: usize = 8 << 20;
+
 /// The blake3 hash of a blob's uncompressed bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Digest(pub [u8; 32]);
 
 impl Digest {
-    /// Hashes `bytes`. Inputs of 128 KiB and more are hashed on several
-    /// threads (blake3's rayon mode; ~2x on two cores for 1 MiB), except in
-    /// a process forked from the one that started rayon's pool: its worker
-    /// threads do not exist in the child, and a job sent to them would wait
-    /// forever (rayon-rs/rayon#708; gunicorn `--preload`, multiprocessing).
+    /// Hashes `bytes`. Inputs of [`PARALLEL_FROM`] and more are hashed on
+    /// several threads (blake3's rayon mode), except in a process forked
+    /// from the one that started rayon's pool: its worker threads do not
+    /// exist in the child, and a job sent to them would wait forever
+    /// (rayon-rs/rayon#708; gunicorn `--preload`, multiprocessing).
     pub fn of(bytes: &[u8]) -> Digest {
         static POOL_PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-        if bytes.len() >= 128 * 1024
+        if bytes.len() >= PARALLEL_FROM
             && *POOL_PID.get_or_init(std::process::id) == std::process::id()
         {
             let mut h = blake3::Hasher::new();
