@@ -337,6 +337,42 @@ fn verify_finds_flipped_truncated_missing_and_wrong_refcounts_and_repair_fixes_t
     assert_eq!(cache.stats().unwrap().entries, 2);
 }
 
+/// Replays a random history on `cache`: op 0 puts key `m:<k>` with a TTL
+/// of `step * ttl_factor` ms, op 1 gets it and checks the answer against
+/// the model, anything else only steps the clock. Returns the model: key →
+/// (expires_at, last put or fresh read).
+fn replay(
+    cache: &Cache,
+    clock: &ManualClock,
+    ops: &[(u8, u8, u64)],
+    ttl_factor: u64,
+) -> Result<std::collections::BTreeMap<String, (i64, i64)>, TestCaseError> {
+    let mut model: std::collections::BTreeMap<String, (i64, i64)> = Default::default();
+    for &(op, k, step) in ops {
+        clock.advance(Duration::from_millis(step));
+        let key = format!("m:{k:02}");
+        let now = cache.now();
+        match op {
+            0 => {
+                let ttl = Duration::from_millis(step * ttl_factor);
+                let value = noise(u64::from(k) * 1_000 + step, 2048);
+                cache.put(&key, &value, Put::default().ttl(ttl)).unwrap();
+                model.insert(key, (now + ttl.as_millis() as i64, now));
+            }
+            1 => {
+                let got = cache.get(&key).unwrap().is_some();
+                let fresh = model.get(&key).is_some_and(|(exp, _)| now < *exp);
+                prop_assert_eq!(got, fresh);
+                if fresh {
+                    model.get_mut(&key).unwrap().1 = now;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(model)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
@@ -353,29 +389,7 @@ proptest! {
             c.cache.inline_max.0 = 512;
             c.cache.lru_precision.0 = Duration::ZERO; // exact to access_flush
         });
-        // model: key -> (expires_at, last_access)
-        let mut model: std::collections::BTreeMap<String, (i64, i64)> = Default::default();
-        for (op, k, step) in ops {
-            clock.advance(Duration::from_millis(step));
-            let key = format!("m:{k:02}");
-            let now = cache.now();
-            match op {
-                0 => {
-                    let ttl = Duration::from_millis(step * 7);
-                    cache.put(&key, &noise(u64::from(k) * 1_000 + step, 2048), Put::default().ttl(ttl)).unwrap();
-                    model.insert(key, (now + ttl.as_millis() as i64, now));
-                }
-                1 => {
-                    let got = cache.get(&key).unwrap().is_some();
-                    let fresh = model.get(&key).is_some_and(|(exp, _)| now < *exp);
-                    prop_assert_eq!(got, fresh);
-                    if fresh {
-                        model.get_mut(&key).unwrap().1 = now;
-                    }
-                }
-                _ => {}
-            }
-        }
+        let model = replay(&cache, &clock, &ops, 7)?;
         let now = cache.now();
         let mut order: Vec<(&String, &(i64, i64))> = model.iter().collect();
         order.sort_by(|a, b| {
@@ -413,28 +427,7 @@ proptest! {
             c.cache.inline_max.0 = 512;
             c.cache.lru_precision.0 = Duration::from_millis(PRECISION as u64);
         });
-        let mut model: std::collections::BTreeMap<String, (i64, i64)> = Default::default();
-        for (op, k, step) in ops {
-            clock.advance(Duration::from_millis(step));
-            let key = format!("m:{k:02}");
-            let now = cache.now();
-            match op {
-                0 => {
-                    let ttl = Duration::from_millis(step * 40);
-                    cache.put(&key, &noise(u64::from(k) * 1_000 + step, 2048), Put::default().ttl(ttl)).unwrap();
-                    model.insert(key, (now + ttl.as_millis() as i64, now));
-                }
-                1 => {
-                    let got = cache.get(&key).unwrap().is_some();
-                    let fresh = model.get(&key).is_some_and(|(exp, _)| now < *exp);
-                    prop_assert_eq!(got, fresh);
-                    if fresh {
-                        model.get_mut(&key).unwrap().1 = now;
-                    }
-                }
-                _ => {}
-            }
-        }
+        let model = replay(&cache, &clock, &ops, 40)?;
         let now = cache.now();
         let cap = (cache.disk_bytes().unwrap() as f64 * cap_fraction) as u64;
         let r = cache.evict_with(Some(cap), None).unwrap();
