@@ -305,15 +305,12 @@ impl BlobFiles {
         let cap = expected_len.min(actual).saturating_add(1);
         let mut buf = Vec::with_capacity(usize::try_from(cap).unwrap_or(0));
         let limit = expected_len.saturating_add(1);
-        // Without a hook the file is read as itself: `File` fills the spare
-        // capacity without zeroing it first (a 1 MiB memset and its page
-        // faults were ~15% of a 1 MiB read); the hooked reader is the
-        // fault-injection path of the tests.
-        let read = match self.hook {
-            None => (&f).take(limit).read_to_end(&mut buf),
-            Some(_) => self.reader(f).take(limit).read_to_end(&mut buf),
-        };
-        read.map_err(|e| Error::io(self.path(d), e))?;
+        // Read as the `File` itself, which fills the spare capacity without
+        // zeroing it first (through a wrapping reader, a 1 MiB memset and
+        // its page faults were ~15% of a 1 MiB read); the hook is consulted
+        // once for the whole read.
+        self.call("read", || (&f).take(limit).read_to_end(&mut buf))
+            .map_err(|e| Error::io(self.path(d), e))?;
         Ok(Some(buf))
     }
 
