@@ -9,14 +9,14 @@ use std::fmt;
 /// cores, 2026-12-06); back to back the two were within noise of each
 /// other (112–283 µs). At 16 MiB rayon won back to back (1.5 vs 2.7 ms)
 /// and tied after idle.
-pub const PARALLEL_FROM: usize = 8 << 20;
+pub(crate) const PARALLEL_FROM: usize = 8 << 20;
 
 /// The blake3 hash of a blob's uncompressed bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Digest(pub [u8; 32]);
 
 impl Digest {
-    /// Hashes `bytes`. Inputs of [`PARALLEL_FROM`] and more are hashed on
+    /// Hashes `bytes`. Inputs of 8 MiB (`PARALLEL_FROM`) and more are hashed on
     /// several threads (blake3's rayon mode), except in a process forked
     /// from the one that started rayon's pool: its worker threads do not
     /// exist in the child, and a job sent to them would wait forever
