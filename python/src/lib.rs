@@ -15,11 +15,6 @@ mod runtime;
 mod spec;
 mod types;
 
-/// Rust-side allocations reuse warm memory: a large read buffer freed by
-/// one get is the next one's (see Cargo.toml).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 pub(crate) use cache::*;
 pub(crate) use spec::*;
 pub(crate) use types::*;
