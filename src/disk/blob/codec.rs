@@ -197,7 +197,15 @@ pub fn decode_owned(
             Err(stored)
         };
     }
-    decode(codec, &stored, size, expected).ok_or(stored)
+    match decode(codec, &stored, size, expected) {
+        Some(bytes) => {
+            // The encoded bytes are done with: a large buffer serves the
+            // next large read.
+            super::pool::give(stored);
+            Ok(bytes)
+        }
+        None => Err(stored),
+    }
 }
 
 /// Decodes stored bytes and verifies them against `expected`. Decompression

@@ -303,7 +303,7 @@ impl BlobFiles {
         // Read one byte past the expected length so a grown file is caught;
         // allocate by the file's real length, never by what a row claims.
         let cap = expected_len.min(actual).saturating_add(1);
-        let mut buf = Vec::with_capacity(usize::try_from(cap).unwrap_or(0));
+        let mut buf = super::pool::take(usize::try_from(cap).unwrap_or(0));
         let limit = expected_len.saturating_add(1);
         // Read as the `File` itself, which fills the spare capacity without
         // zeroing it first (through a wrapping reader, a 1 MiB memset and

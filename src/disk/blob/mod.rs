@@ -4,5 +4,6 @@
 
 pub mod codec;
 pub mod files;
+pub(crate) mod pool;
 
 pub use crate::base::digest::Digest;
