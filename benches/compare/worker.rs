@@ -189,8 +189,8 @@ fn large<S: Sys>(s: &Spec, out: &mut Results) {
     let h = S::open(&s.dir);
     let few = s.m1.min(4);
     let keys: Vec<String> = (0..few).map(|i| round_key(s.round, "m", i)).collect();
-    // Two reads each before timing: freshcache admits a value of 128 KiB
-    // or more into memory on its second read (the first is timed above).
+    // Two reads each on this handle before timing: freshcache admits a
+    // value of 128 KiB or more into memory on its second read.
     for _ in 0..2 {
         for k in &keys {
             h.get(k).expect("a stored key");

@@ -1,7 +1,7 @@
-//! Admission of large values into the memory tiers. A value read from disk
-//! enters L1 (and the sled tier) at once if it is small; one of
-//! [`LARGE`] bytes or more enters on its second read while the doorkeeper
-//! remembers the first. A large value read once (a scan, a feature vector
+//! Admission of large values into L1. A value read from disk enters L1 at
+//! once if it is small; one of [`LARGE`] bytes or more enters on its
+//! second read while the doorkeeper remembers the first (the sled tier
+//! takes nothing over 64 KiB anyway). A large value read once (a scan, a feature vector
 //! used by one job) then never displaces what is hot, and its buffer goes
 //! back to the allocator as soon as the caller drops it, so the next large
 //! read reuses warm memory: retained in L1, every 1 MiB read landed in

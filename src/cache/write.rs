@@ -92,8 +92,9 @@ impl Cache {
             shared.write_through(now, &store_items);
         }
         // A put copies into L1 only values small enough that the copy costs
-        // less than the decode it saves; a large value enters L1 (without a
-        // copy) on its first read.
+        // less than the decode it saves; a larger one enters L1 (without a
+        // copy) when read: on its first read under 128 KiB, on its second
+        // from there (`admit.rs`).
         let l1_max = (config.cache.memory_size.0 / 16).min(PUT_L1_MAX);
         Ok(store_items
             .iter()
