@@ -31,6 +31,14 @@ impl Doorkeeper {
         }
     }
 
+    /// Sized to remember twice as many large values as `memory` bytes of
+    /// L1 can hold (1024 slots, 8 KiB, for the default 64 MiB), so a
+    /// rotation over more large values than fit is still admitted.
+    pub(crate) fn for_memory(memory: u64) -> Doorkeeper {
+        let slots = (memory / LARGE as u64).saturating_mul(2).clamp(64, 1 << 20);
+        Doorkeeper::new(slots as usize)
+    }
+
     /// Whether a value of `len` bytes read from disk under `d` enters the
     /// memory tiers now.
     pub(crate) fn admit(&self, d: &Digest, len: usize) -> bool {
@@ -63,6 +71,13 @@ mod tests {
         // Another blob's first read does not admit this one.
         assert!(!door.admit(&digest(3), 1 << 20));
         assert!(door.admit(&digest(3), 1 << 20));
+    }
+
+    #[test]
+    fn the_doorkeeper_grows_with_l1() {
+        assert_eq!(Doorkeeper::for_memory(64 << 20).slots.len(), 1024);
+        assert_eq!(Doorkeeper::for_memory(4 << 30).slots.len(), 65536);
+        assert_eq!(Doorkeeper::for_memory(0).slots.len(), 64);
     }
 
     #[test]

@@ -162,6 +162,7 @@ impl CacheBuilder {
             .max_capacity(c.memory_size.0)
             .weigher(|_: &Digest, v: &Bytes| u32::try_from(v.len() + 64).unwrap_or(u32::MAX))
             .build_with_hasher(ahash::RandomState::new());
+        let door = super::admit::Doorkeeper::for_memory(c.memory_size.0);
         let window = c.access_flush.0.as_millis() as Millis;
         let lru_precision = c.lru_precision.0.as_millis().min(i64::MAX as u128) as Millis;
         let classes = Classes::from_config(&self.config);
@@ -175,7 +176,7 @@ impl CacheBuilder {
                 config: RwLock::new(Arc::new(self.config)),
                 store,
                 l1,
-                door: super::admit::Doorkeeper::new(1024),
+                door,
                 clock: self.clock,
                 recorder: Arc::new(Recorder::new(window, lru_precision)),
                 latency: Default::default(),
