@@ -137,7 +137,7 @@ impl<'a> Guard<'a> {
                     None => Outcome::Miss,
                 };
                 out.push(match outcome {
-                    Outcome::Hit(read) => Some((read.row, read.bytes.map(Bytes::from))),
+                    Outcome::Hit(read) => Some((read.row, read.bytes)),
                     Outcome::Miss => None,
                     Outcome::FileGone(row) => {
                         gone.push((row, None));

@@ -323,7 +323,6 @@ impl Cache {
         }
         let (tier, bytes) = match read.bytes {
             Some(b) => {
-                let b = crate::disk::blob::pool::into_bytes(b);
                 if self.inner.door.admit(&read.row.hash, b.len()) {
                     self.inner.l1.insert(read.row.hash, b.clone());
                     if let Some(t) = &self.inner.tier {

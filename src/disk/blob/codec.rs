@@ -197,15 +197,7 @@ pub fn decode_owned(
             Err(stored)
         };
     }
-    match decode(codec, &stored, size, expected) {
-        Some(bytes) => {
-            // The encoded bytes are done with: a large buffer serves the
-            // next large read.
-            super::pool::give(stored);
-            Ok(bytes)
-        }
-        None => Err(stored),
-    }
+    decode(codec, &stored, size, expected).ok_or(stored)
 }
 
 /// Decodes stored bytes and verifies them against `expected`. Decompression

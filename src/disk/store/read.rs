@@ -10,8 +10,10 @@ use crate::disk::index::Reader;
 #[derive(Debug)]
 pub struct Read {
     pub row: Row,
-    /// `None` when the caller already had the bytes (L1).
-    pub bytes: Option<Vec<u8>>,
+    /// `None` when the caller already had the bytes (L1). A raw blob
+    /// file's bytes are its read buffer, which goes back to the read pool
+    /// when the last clone drops (`disk/blob/pool.rs`).
+    pub bytes: Option<bytes::Bytes>,
 }
 
 /// The result of reading one key inside a snapshot.
@@ -138,10 +140,15 @@ impl Store {
         if stored.len() as u64 != row.stored_size {
             return Ok(Outcome::Corrupt(row, stored));
         }
+        let raw = row.codec == Codec::Raw;
         match codec::decode_owned(row.codec, stored, row.size, &row.hash) {
             Ok(bytes) => Ok(Outcome::Hit(Read {
                 row,
-                bytes: Some(bytes),
+                bytes: Some(if raw {
+                    crate::disk::blob::pool::into_bytes(bytes)
+                } else {
+                    bytes::Bytes::from(bytes)
+                }),
             })),
             Err(stored) => Ok(Outcome::Corrupt(row, stored)),
         }
