@@ -24,48 +24,62 @@ const KEEP: usize = 8;
 /// Bytes kept at most (a larger buffer is never kept).
 const KEEP_BYTES: usize = 16 << 20;
 
-static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+/// Kept buffers; the process has one ([`POOL`]), tests their own.
+struct Pool(Mutex<Vec<Vec<u8>>>);
+
+static POOL: Pool = Pool(Mutex::new(Vec::new()));
+
+impl Pool {
+    fn take(&self, len: usize) -> Vec<u8> {
+        if len >= FROM {
+            if let Ok(mut kept) = self.0.try_lock() {
+                if let Some(i) = kept
+                    .iter()
+                    .position(|b| b.capacity() >= len && b.capacity() / 2 <= len)
+                {
+                    return kept.swap_remove(i);
+                }
+            }
+        }
+        Vec::with_capacity(len)
+    }
+
+    /// Keeps `buf` (emptied) for a later read if it is large and there is
+    /// room.
+    fn give(&self, mut buf: Vec<u8>) {
+        if buf.capacity() < FROM || buf.capacity() > KEEP_BYTES {
+            return;
+        }
+        if let Ok(mut kept) = self.0.try_lock() {
+            let held: usize = kept.iter().map(Vec::capacity).sum();
+            if kept.len() < KEEP && held + buf.capacity() <= KEEP_BYTES {
+                buf.clear();
+                kept.push(buf);
+            }
+        }
+    }
+}
 
 /// An empty buffer with room for `len` bytes: a kept one whose capacity is
 /// at most twice `len` if there is one, a new one otherwise.
 pub(crate) fn take(len: usize) -> Vec<u8> {
-    if len >= FROM {
-        if let Ok(mut kept) = POOL.try_lock() {
-            if let Some(i) = kept
-                .iter()
-                .position(|b| b.capacity() >= len && b.capacity() / 2 <= len)
-            {
-                return kept.swap_remove(i);
-            }
-        }
-    }
-    Vec::with_capacity(len)
-}
-
-/// Keeps `buf` (emptied) for a later read if it is large and there is room.
-pub(crate) fn give(mut buf: Vec<u8>) {
-    if buf.capacity() < FROM || buf.capacity() > KEEP_BYTES {
-        return;
-    }
-    if let Ok(mut kept) = POOL.try_lock() {
-        let held: usize = kept.iter().map(Vec::capacity).sum();
-        if kept.len() < KEEP && held + buf.capacity() <= KEEP_BYTES {
-            buf.clear();
-            kept.push(buf);
-        }
-    }
+    POOL.take(len)
 }
 
 /// `Bytes` over `v`; a large buffer goes back to the pool when the last
 /// clone drops.
 pub(crate) fn into_bytes(v: Vec<u8>) -> Bytes {
+    into_bytes_in(&POOL, v)
+}
+
+fn into_bytes_in(pool: &'static Pool, v: Vec<u8>) -> Bytes {
     if v.capacity() < FROM {
         return Bytes::from(v);
     }
-    Bytes::from_owner(Pooled(v))
+    Bytes::from_owner(Pooled(v, pool))
 }
 
-struct Pooled(Vec<u8>);
+struct Pooled(Vec<u8>, &'static Pool);
 
 impl AsRef<[u8]> for Pooled {
     fn as_ref(&self) -> &[u8] {
@@ -75,7 +89,7 @@ impl AsRef<[u8]> for Pooled {
 
 impl Drop for Pooled {
     fn drop(&mut self) {
-        give(std::mem::take(&mut self.0));
+        self.1.give(std::mem::take(&mut self.0));
     }
 }
 
@@ -83,41 +97,66 @@ impl Drop for Pooled {
 mod tests {
     use super::*;
 
-    /// The pool is process-wide and other tests read large blobs too, so
-    /// these assertions hold whatever else is in it.
-    #[test]
-    fn a_dropped_large_value_is_the_next_large_read_s_buffer() {
-        let v = take(FROM + 10);
-        let p = v.as_ptr();
-        let cap = v.capacity();
-        let mut v = v;
-        v.extend_from_slice(&vec![7u8; FROM + 10]);
-        let b = into_bytes(v);
-        let c = b.clone();
-        drop(b);
-        assert_eq!(c.len(), FROM + 10, "a clone keeps the bytes alive");
-        drop(c);
-        // Another large read of a size this buffer serves gets it back
-        // (unless a parallel test took it first: then a new one, empty).
-        let again = take(cap);
-        assert!(again.is_empty());
-        if again.as_ptr() == p {
-            assert_eq!(again.capacity(), cap);
-        }
+    fn pool() -> Pool {
+        Pool(Mutex::new(Vec::new()))
     }
 
     #[test]
-    fn small_buffers_and_oversized_reuse_are_refused() {
-        // Small values are plain Bytes and never pooled.
-        let small = into_bytes(vec![1u8; 100]);
-        assert_eq!(&small[..], &[1u8; 100][..]);
-        // A kept buffer is never handed to a read needing less than half of it.
-        give(Vec::with_capacity(4 * FROM));
-        let v = take(FROM);
-        assert!(v.capacity() < 4 * FROM || v.capacity() / 2 <= FROM);
-        // Buffers over KEEP_BYTES are not kept.
-        give(Vec::with_capacity(KEEP_BYTES + 1));
-        let held: usize = POOL.lock().unwrap().iter().map(Vec::capacity).sum();
+    fn a_given_buffer_serves_the_next_read_of_a_size_it_fits() {
+        let p = pool();
+        let mut v = p.take(FROM + 10);
+        v.extend_from_slice(&vec![7u8; FROM + 10]);
+        let (ptr, cap) = (v.as_ptr(), v.capacity());
+        p.give(v);
+        let again = p.take(FROM + 10);
+        assert_eq!((again.as_ptr(), again.capacity()), (ptr, cap));
+        assert!(again.is_empty(), "a kept buffer comes back empty");
+        // Taken: the next read of that size gets a new buffer.
+        let other = p.take(FROM + 10);
+        assert_ne!(other.as_ptr(), ptr);
+    }
+
+    #[test]
+    fn small_oversized_and_surplus_buffers_are_not_kept_or_misused() {
+        let p = pool();
+        p.give(Vec::with_capacity(FROM - 1));
+        p.give(Vec::with_capacity(KEEP_BYTES + 1));
+        assert!(p.0.lock().unwrap().is_empty());
+        // Never handed to a read needing less than half of it.
+        p.give(Vec::with_capacity(4 * FROM));
+        assert_eq!(p.take(FROM).capacity(), FROM);
+        assert_eq!(p.take(2 * FROM).capacity(), 4 * FROM);
+        // At most KEEP buffers and KEEP_BYTES in all.
+        for _ in 0..2 * KEEP {
+            p.give(Vec::with_capacity(FROM));
+        }
+        assert_eq!(p.0.lock().unwrap().len(), KEEP);
+        for _ in 0..KEEP {
+            p.give(Vec::with_capacity(KEEP_BYTES / 4));
+        }
+        let held: usize = p.0.lock().unwrap().iter().map(Vec::capacity).sum();
         assert!(held <= KEEP_BYTES);
+    }
+
+    #[test]
+    fn a_value_s_buffer_goes_back_when_its_last_clone_drops() {
+        static P: Pool = Pool(Mutex::new(Vec::new()));
+        let small = into_bytes_in(&P, vec![1u8; 100]);
+        assert_eq!(&small[..], &[1u8; 100][..]);
+        drop(small);
+        assert!(
+            P.0.lock().unwrap().is_empty(),
+            "small values are not pooled"
+        );
+        let v = vec![7u8; FROM];
+        let ptr = v.as_ptr();
+        let b = into_bytes_in(&P, v);
+        let c = b.clone();
+        drop(b);
+        assert!(P.0.lock().unwrap().is_empty(), "a clone still holds it");
+        assert_eq!(c, vec![7u8; FROM]);
+        drop(c);
+        let again = P.take(FROM);
+        assert_eq!(again.as_ptr(), ptr);
     }
 }
