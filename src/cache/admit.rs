@@ -12,9 +12,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::disk::blob::Digest;
 
-/// Values this large are admitted on their second read (glibc's default
-/// threshold for serving an allocation from fresh `mmap`ed pages).
-pub(crate) const LARGE: usize = 128 * 1024;
+/// Values this large are admitted on their second read: the size from
+/// which reads use the read pool, glibc's default threshold for serving an
+/// allocation from fresh `mmap`ed pages.
+pub(crate) const LARGE: usize = crate::disk::blob::pool::FROM;
 
 /// Direct-mapped memory of recently read large blobs: one tag per slot, so
 /// a slot's next blob forgets the previous one (a second read that comes
